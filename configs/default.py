@@ -1,0 +1,163 @@
+"""Base configuration: every key any experiment may set lives here.
+
+Experiment files call `get_default_config()` and override values only. The returned
+ConfigDict is locked, so a typo such as `config.training.bacth_size = 64` (or
+`--config.training.bacth_size=64` on the command line) fails loudly instead of being
+silently ignored. Names follow score_sde_pytorch's configs where they exist so that
+its configs translate one-to-one.
+"""
+import ml_collections
+
+
+def _training():
+  t = ml_collections.ConfigDict()
+  t.sde = 'vpsde'                 # vpsde | subvpsde | vesde
+  t.batch_size = 128
+  t.n_iters = 1300001
+  t.snapshot_freq = 50000         # permanent checkpoints
+  t.snapshot_freq_for_preemption = 10000  # rolling checkpoint
+  t.keep_checkpoints = 3          # how many rolling checkpoints to keep
+  t.log_freq = 50
+  t.eval_freq = 100
+  t.sample_freq = 0               # write a sample grid every k steps (0: only at snapshots)
+  t.snapshot_sampling = True
+  t.continuous = True
+  t.reduce_mean = False
+  t.likelihood_weighting = False
+  t.importance_sampling = False   # with likelihood weighting: sample t ~ g^2/std^2
+  t.p_uncond = 0.0                # classifier-free label dropout probability
+  t.nan_policy = 'stop'           # stop | skip
+  t.eps = 1e-5                    # smallest training time
+  return t
+
+
+def _sampling():
+  s = ml_collections.ConfigDict()
+  s.method = 'pc'                 # solver name, see score_sde.sampling.SOLVERS
+  s.predictor = 'reverse_diffusion'
+  s.corrector = 'langevin'
+  s.snr = 0.16
+  s.n_steps_each = 1
+  s.noise_removal = True
+  s.probability_flow = False
+  s.steps = 0                     # 0: use sde.N
+  s.ode_method = 'dopri5'
+  s.rtol = 1e-5
+  s.atol = 1e-5
+  s.eta = 0.0
+  s.order = 2
+  s.eps = 1e-3
+  s.batch_size = 64
+  s.num_samples = 64
+  s.guidance_scale = 1.0
+  s.label = -1                    # -1: one grid row per class when conditional
+  s.seed = 0
+  return s
+
+
+def _eval():
+  e = ml_collections.ConfigDict()
+  e.batch_size = 256
+  e.num_samples = 50000
+  e.begin_ckpt = 1
+  e.end_ckpt = 26
+  e.enable_sampling = False
+  e.enable_bpd = True
+  e.bpd_dataset = 'test'
+  e.bpd_num_batches = 0           # 0: the whole split
+  e.bpd_divergence = 'hutchinson'
+  e.inception_path = ''
+  return e
+
+
+def _data():
+  d = ml_collections.ConfigDict()
+  d.dataset = 'digits'            # see score_sde.datasets.DATASETS
+  d.root = ''
+  d.image_size = 16
+  d.num_channels = 1
+  d.random_flip = False
+  d.centered = True               # True: data in [-1, 1]; False: [0, 1]
+  d.uniform_dequantization = False
+  d.num_classes = 10
+  d.num_workers = 0
+  d.toy_size = 20000              # number of points drawn for 2-D toy data
+  return d
+
+
+def _model():
+  m = ml_collections.ConfigDict()
+  m.name = 'unet'                 # see score_sde.models.NETWORKS
+  m.parameterization = 'auto'     # auto | eps | score | x0
+  m.time_label = 'auto'           # auto | t999 | sigma | index | t
+  m.conditional = True            # time conditioning (NCSN++ naming)
+  m.class_conditional = False     # take a class label y
+  m.sigma_min = 0.01
+  m.sigma_max = 50.
+  m.num_scales = 1000
+  m.beta_min = 0.1
+  m.beta_max = 20.
+  m.schedule = 'linear'           # VP only: linear | cosine
+  m.ema_rate = 0.9999
+  m.dropout = 0.1
+  m.nf = 128
+  m.ch_mult = (1, 2, 2, 2)
+  m.num_res_blocks = 4
+  m.attn_resolutions = (16,)
+  m.resamp_with_conv = True
+  m.normalization = 'GroupNorm'
+  m.nonlinearity = 'swish'
+  m.scale_by_sigma = False
+  m.embedding_type = 'positional'
+  m.fourier_scale = 16.
+  m.init_scale = 0.
+  m.fir = False
+  m.fir_kernel = (1, 3, 3, 1)
+  m.skip_rescale = True
+  m.resblock_type = 'biggan'
+  m.progressive = 'none'
+  m.progressive_input = 'none'
+  m.progressive_combine = 'sum'
+  m.attention_type = 'ddpm'
+  m.conv_size = 3
+  m.ngf = 128                     # NCSNv2
+  m.hidden = 256                  # MLP
+  m.depth = 3                     # MLP
+  return m
+
+
+def _optim():
+  o = ml_collections.ConfigDict()
+  o.optimizer = 'Adam'
+  o.lr = 2e-4
+  o.beta1 = 0.9
+  o.eps = 1e-8
+  o.weight_decay = 0.
+  o.warmup = 5000
+  o.grad_clip = 1.
+  o.fused = True                  # fused Adam on CUDA
+  return o
+
+
+def _runtime():
+  r = ml_collections.ConfigDict()
+  r.device = 'auto'               # auto | cpu | cuda
+  r.amp = 'none'                  # none | bf16
+  r.channels_last = False
+  r.compile = False
+  r.deterministic = False
+  return r
+
+
+def get_default_config():
+  config = ml_collections.ConfigDict()
+  config.training = _training()
+  config.sampling = _sampling()
+  config.eval = _eval()
+  config.data = _data()
+  config.model = _model()
+  config.optim = _optim()
+  config.runtime = _runtime()
+  config.seed = 42
+  config.lock()
+  return config

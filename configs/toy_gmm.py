@@ -1,0 +1,8 @@
+"""2-D toy 'gmm' with a residual MLP (see configs/toy.py)."""
+from configs.toy import get_config as _base
+
+
+def get_config():
+  config = _base()
+  config.data.dataset = 'gmm'
+  return config

@@ -1,0 +1,127 @@
+"""Checkpoints: atomic, checksummed writes; safe (`weights_only`) reads of our format and of
+score_sde_pytorch's (`{'model', 'ema', 'optimizer', 'step'}`, keys prefixed by `module.`).
+
+Our format is the reference's plus extra keys: `{'model', 'ema', 'optimizer', 'step', 'rng',
+'loader', 'format'}`, with the EMA in the reference's `{'decay', 'num_updates',
+'shadow_params'}` layout, so either library can read the other's weights. A checkpoint is
+written to a temporary file in the same folder, fsynced and renamed (so a crash never
+leaves a torn file under the real name); its SHA-256 is written beside it
+(`<name>.sha256`) and verified on load when present.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import os
+import re
+
+import torch
+
+FORMAT = 'score_sde/1'
+_NAME = re.compile(r'checkpoint_(\d+)\.pth$')
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be read or does not match the model (one-line message)."""
+
+
+def _fsync_dir(path: str) -> None:
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  tmp = f'{path}.tmp.{os.getpid()}'
+  with open(tmp, 'wb') as f:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+  _fsync_dir(folder)
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+  """Atomically write `state` (tensors, numbers, strings, lists, dicts) to `path`."""
+  buf = io.BytesIO()
+  torch.save({**state, 'format': FORMAT}, buf)
+  data = buf.getvalue()
+  _atomic_write(path, data)
+  _atomic_write(path + '.sha256', hashlib.sha256(data).hexdigest().encode())
+
+
+def read_checkpoint(path: str, map_location='cpu') -> dict:
+  """Load a checkpoint of either format with `weights_only=True`, verify its checksum and
+  strip DataParallel's `module.` prefix. Returns `{'model', 'ema', 'optimizer', 'step', ...}`."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'checkpoint not found: {path}')
+  with open(path, 'rb') as f:
+    data = f.read()
+  digest_file = path + '.sha256'
+  if os.path.isfile(digest_file):
+    with open(digest_file) as f:
+      expected = f.read().strip()
+    if hashlib.sha256(data).hexdigest() != expected:
+      raise CheckpointError(f'corrupt checkpoint {path}: SHA-256 does not match {digest_file}')
+  try:
+    state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+  except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise CheckpointError(f'corrupt or unsafe checkpoint {path}: {reason[:200]}') from None
+  if not isinstance(state, dict) or 'model' not in state:
+    raise CheckpointError(f"not a score_sde checkpoint {path}: no 'model' entry")
+  state['model'] = strip_prefix(state['model'])
+  return state
+
+
+def strip_prefix(state_dict: dict, prefix: str = 'module.') -> dict:
+  """Remove a DataParallel/DDP prefix from every key that has it."""
+  return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+
+
+def check_state_dict(module: torch.nn.Module, state_dict: dict, where: str = 'checkpoint') -> None:
+  """Raise a one-line CheckpointError naming the first missing/unexpected key or bad shape."""
+  own = module.state_dict()
+  for k, v in own.items():
+    if k not in state_dict:
+      raise CheckpointError(f"{where} does not match the model: missing key '{k}'")
+    if tuple(state_dict[k].shape) != tuple(v.shape):
+      raise CheckpointError(f"{where} does not match the model: '{k}' has shape "
+                            f"{tuple(state_dict[k].shape)}, the model expects {tuple(v.shape)}")
+  for k in state_dict:
+    if k not in own:
+      raise CheckpointError(f"{where} does not match the model: unexpected key '{k}'")
+
+
+def load_weights(module: torch.nn.Module, state_dict: dict, where: str = 'checkpoint') -> None:
+  """`load_state_dict(strict=True)` after a readable key/shape check."""
+  check_state_dict(module, state_dict, where)
+  module.load_state_dict(state_dict, strict=True)
+
+
+def list_checkpoints(folder: str) -> list[tuple[int, str]]:
+  """`(step, path)` of every `checkpoint_<step>.pth` in folder, sorted by step."""
+  found = []
+  for path in glob.glob(os.path.join(folder, 'checkpoint_*.pth')):
+    m = _NAME.search(path)
+    if m:
+      found.append((int(m.group(1)), path))
+  return sorted(found)
+
+
+def prune_checkpoints(folder: str, keep: int, protect=lambda step: False) -> None:
+  """Delete all but the newest `keep` checkpoints, sparing those `protect(step)` is true for."""
+  ckpts = list_checkpoints(folder)
+  for step, path in ckpts[:max(len(ckpts) - keep, 0)]:
+    if not protect(step):
+      for p in (path, path + '.sha256'):
+        if os.path.exists(p):
+          os.remove(p)

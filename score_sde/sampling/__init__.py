@@ -1,0 +1,69 @@
+"""`sample(sde, score_fn, shape, solver, ...)`: every sampler behind one interface.
+
+`SOLVERS` maps a solver name to `fn(sde, score_fn, x, *, steps, eps, denoise, generator,
+progress, **options) -> x0`; each takes any `score_fn(x, t)` and runs on x's device.
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from score_sde.sampling.common import CountingScore, SampleResult, check_options
+from score_sde.sampling.ode import ode_sample
+from score_sde.sampling.pc import CORRECTORS, PREDICTORS, pc_sample
+from score_sde.sdes import SDE
+
+SOLVERS = {
+    'pc': pc_sample,
+    'ode': ode_sample,
+}
+
+_COMMON = ('steps', 'eps', 'denoise', 'generator', 'progress')
+
+
+def solver_options(solver: str) -> tuple[str, ...]:
+  """The solver-specific keyword options that `solver` accepts."""
+  params = inspect.signature(SOLVERS[solver]).parameters
+  return tuple(p for p in params if p not in _COMMON + ('sde', 'score_fn', 'x'))
+
+
+def sample(sde: SDE, score_fn, shape, solver: str = 'pc', *, steps: int | None = None,
+           generator: torch.Generator | None = None, device=None, eps: float = 1e-3,
+           denoise: bool = True, x_init: torch.Tensor | None = None, progress=None,
+           **options) -> SampleResult:
+  """Draw samples by integrating the reverse SDE / probability-flow ODE from T to eps.
+
+  Args:
+    sde: the forward SDE.
+    score_fn: `score_fn(x [B, ...], t [B]) -> [B, ...]`, network-backed or analytic.
+    shape: `[B, ...]` of the samples.
+    solver: a key of `SOLVERS`.
+    steps: number of steps (solver-specific default, usually `sde.N`).
+    generator: a `torch.Generator` for reproducible noise (its device is used for draws).
+    device: where x lives (default: x_init's, else the generator's, else CPU).
+    eps: the final time (Song et al. use 1e-3 for sampling).
+    denoise: finish with the noise-free mean (Tweedie / score_sde's noise removal).
+    x_init: start from this x_T instead of a prior draw.
+    progress: optional wrapper such as `tqdm.tqdm` for step loops.
+    options: solver-specific keywords (see `solver_options(solver)`).
+  Returns:
+    SampleResult with `.x` `[B, ...]` and `.nfe`.
+  """
+  key = solver.lower()
+  if key not in SOLVERS:
+    raise ValueError(f"unknown solver '{solver}'; choose one of: {', '.join(SOLVERS)}")
+  check_options(key, options, solver_options(key))
+  if x_init is not None:
+    x = x_init.to(device) if device is not None else x_init
+  else:
+    device = device or (generator.device if generator is not None else 'cpu')
+    x = sde.prior_sampling(tuple(shape), generator, device).to(device)
+  counter = CountingScore(score_fn)
+  with torch.no_grad():
+    x = SOLVERS[key](sde, counter, x, steps=steps, eps=eps, denoise=denoise,
+                     generator=generator, progress=progress, **options)
+  return SampleResult(x=x, nfe=counter.nfe)
+
+
+__all__ = ['sample', 'SampleResult', 'SOLVERS', 'PREDICTORS', 'CORRECTORS', 'solver_options']

@@ -1,0 +1,36 @@
+"""Shared test set-up: CPU threads, the `slow` marker and Monte-Carlo moment checks."""
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def pytest_configure(config):
+  config.addinivalue_line('markers', 'slow: long-running test (deselect with -m "not slow")')
+
+
+def assert_moments(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, n_se: float = 4.0,
+                   bias: float = 0.0):
+  """Sample mean/variance/covariance of x `[n, D]` agree with a diagonal Gaussian's within
+  n_se Monte-Carlo standard errors (plus an allowed absolute `bias` for discretisation)."""
+  x = x.double()
+  n = x.shape[0]
+  mean, var = mean.double(), var.double()
+  se_mean = torch.sqrt(var / n)
+  err_mean = (x.mean(0) - mean).abs()
+  assert torch.all(err_mean < n_se * se_mean + bias), f'mean error {err_mean} vs SE {se_mean}'
+  se_var = var * math.sqrt(2.0 / (n - 1))
+  err_var = (x.var(0) - var).abs()
+  assert torch.all(err_var < n_se * se_var + bias), f'variance error {err_var} vs SE {se_var}'
+  cov = torch.cov(x.T)
+  off = cov - torch.diag(torch.diag(cov))
+  se_off = torch.sqrt(torch.outer(var, var) / n)
+  assert torch.all(off.abs() < n_se * se_off + bias), f'covariance off-diagonal {off}'
