@@ -94,8 +94,10 @@ class Trainer:
     self.ema = ExponentialMovingAverage(self.params, decay=config.model.ema_rate)
     self.optimizer = optim.get_optimizer(config, self.params)
     self.loss_fn = losses.get_loss_fn_from_config(config, self.sde)
+    data = _dataset(config, 'train')
+    _check_batch_shape(data[0][0][None], config)
     self.loader = datasets.InfiniteLoader(
-        _dataset(config, 'train'), config.training.batch_size, seed=config.seed,
+        data, config.training.batch_size, seed=config.seed,
         num_workers=config.data.num_workers, device=self.device,
         pin_memory=self.device.type == 'cuda')
     self.scaler = datasets.get_data_scaler(config)
@@ -143,8 +145,6 @@ class Trainer:
   def train_step(self) -> dict:
     """One optimisation step; returns loss, lr and grad norm (or raises on a bad loss)."""
     x, y = next(self.loader)
-    if self.step == 0:
-      _check_batch_shape(x, self.config)
     if self.config.data.uniform_dequantization:
       x = datasets.dequantize(x)
     x = self.scaler(x)
@@ -178,22 +178,20 @@ def train(config, workdir: str) -> dict:
   trainer.restore()
   tr = config.training
   writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-  bar = tqdm.tqdm(total=tr.n_iters, initial=trainer.step, desc='train', dynamic_ncols=True)
   metrics = {}
-  while trainer.step < tr.n_iters:
-    metrics = trainer.train_step()
-    bar.update(1)
-    step = trainer.step
-    if step % tr.log_freq == 0 and 'lr' in metrics:
-      for k, v in metrics.items():
-        writer.add_scalar(f'train/{k}', v, step)
-      bar.set_postfix(loss=f"{metrics['loss']:.4g}")
-    if step % tr.snapshot_freq_for_preemption == 0 or step % tr.snapshot_freq == 0 or step == tr.n_iters:
-      trainer.save()
-    if tr.snapshot_sampling and step % tr.snapshot_freq == 0:
-      grid = _snapshot_samples(config, trainer)
-      writer.add_image('samples', grid, step, dataformats='HWC')
-  bar.close()
+  with tqdm.tqdm(total=tr.n_iters, initial=trainer.step, desc='train', dynamic_ncols=True) as bar:
+    while trainer.step < tr.n_iters:
+      metrics = trainer.train_step()
+      bar.update(1)
+      step = trainer.step
+      if step % tr.log_freq == 0 and 'lr' in metrics:
+        for k, v in metrics.items():
+          writer.add_scalar(f'train/{k}', v, step)
+        bar.set_postfix(loss=f"{metrics['loss']:.4g}")
+      if step % tr.snapshot_freq_for_preemption == 0 or step % tr.snapshot_freq == 0 or step == tr.n_iters:
+        trainer.save()
+      if tr.snapshot_sampling and step % tr.snapshot_freq == 0:
+        writer.add_image('samples', _snapshot_samples(config, trainer), step, dataformats='HWC')
   writer.close()
   return metrics
 

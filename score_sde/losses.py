@@ -49,7 +49,7 @@ class ImportanceSampler:
     self.sde, self.eps = sde, eps
 
   def sample(self, batch: int, device, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """t `[B]` ~ q and the weight Z / (T - eps) that turns q-expectations into U-expectations."""
+    """t `[B]` ~ q and the weight Z / (T - eps): E_U[w(t) L(t)] = Z / (T - eps) E_q[L(t)]."""
     u = torch.rand(batch, generator=generator, device=generator.device if generator else None)
     t = np.interp(u.cpu().numpy(), self.cdf, self.t_grid)
     factor = self.Z / (self.sde.T - self.eps)
@@ -114,10 +114,10 @@ def get_loss_fn(sde: SDE, *, continuous: bool = True, weighting: str = 'score',
     score = score_fn(xt, t) if y is None else score_fn(xt, t, y)
     err = torch.square(score * bcast(std, x0) + z).reshape(b, -1)
     per_sample = err.mean(1) if reduce_mean else err.sum(1)
-    if weighting == 'likelihood':
+    if weighting == 'likelihood' and sampler is None:
       g2 = sde.sde(torch.zeros_like(x0), t)[1] ** 2
       per_sample = per_sample * g2 / std ** 2
-    per_sample = per_sample * weight
+    per_sample = per_sample * weight  # importance sampling: q(t) already carries g^2 / std^2
     return LossOutput(per_sample.mean(), per_sample, t)
 
   return loss_fn

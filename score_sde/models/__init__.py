@@ -9,12 +9,14 @@ from __future__ import annotations
 from score_sde import checkpoint as _ckpt
 from score_sde.models.ema import ExponentialMovingAverage
 from score_sde.models.mlp import MLP
+from score_sde.models.networks import NETWORKS as _REFERENCE_NETWORKS
 from score_sde.models.score_model import ScoreModel, resolve_conventions
 from score_sde.models.unet import SmallUNet
 
 NETWORKS = {
     'mlp': MLP.from_config,
     'unet': SmallUNet.from_config,
+    **_REFERENCE_NETWORKS,   # ncsnpp (NCSN++/DDPM++), ddpm, ncsnv2_*: built as Net(config)
 }
 
 
