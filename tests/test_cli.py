@@ -90,3 +90,16 @@ def test_corrupt_checkpoint_is_one_line(tmp_path):
     f.truncate(100)
   _one_line_error(run(*cfg, '--mode', 'train', '--config.training.n_iters=8', check=False), 'checkpoint_5.pth')
   _one_line_error(run(*cfg, '--mode', 'sample', check=False), 'checkpoint_5.pth')
+
+
+def test_classifier_free_guidance_cli(tmp_path):
+  """A conditional toy model trains with label dropout and samples one row per class with CFG."""
+  wd = str(tmp_path / 'cond')
+  cfg = ['--config', 'configs/toy_gmm.py', '--workdir', wd] + TINY + [
+      '--config.model.class_conditional=True', '--config.training.p_uncond=0.1',
+      '--config.sampling.num_samples=16', '--config.sampling.batch_size=16']
+  run(*cfg, '--mode', 'train', '--config.training.n_iters=5')
+  run(*cfg, '--mode', 'sample', '--config.sampling.guidance_scale=2.0', '--solver', 'dpm_solver',
+      '--config.sampling.steps=5')
+  npz = np.load(os.path.join(wd, 'samples', 'dpm_solver_checkpoint_5.npz'))
+  assert npz['samples'].shape == (16, 2) and np.isfinite(npz['samples']).all()

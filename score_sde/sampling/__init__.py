@@ -10,13 +10,22 @@ import inspect
 import torch
 
 from score_sde.sampling.common import CountingScore, SampleResult, check_options
+from score_sde.sampling.ddim import ddim_sample, ddpm_sample
+from score_sde.sampling.dpm_solver import dpm_solver_sample
+from score_sde.sampling.heun import edm_sample
 from score_sde.sampling.ode import ode_sample
 from score_sde.sampling.pc import CORRECTORS, PREDICTORS, pc_sample
+from score_sde.sampling.sde_solver import sde_sample
 from score_sde.sdes import SDE
 
 SOLVERS = {
     'pc': pc_sample,
     'ode': ode_sample,
+    'ddpm': ddpm_sample,
+    'ddim': ddim_sample,
+    'heun': edm_sample,
+    'dpm_solver': dpm_solver_sample,
+    'sde': sde_sample,
 }
 
 _COMMON = ('steps', 'eps', 'denoise', 'generator', 'progress')

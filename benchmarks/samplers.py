@@ -1,0 +1,176 @@
+"""Sampler accuracy vs NFE on Gaussian mixtures with exact scores (VP SDE).
+
+For each solver and NFE budget: sliced-Wasserstein-2 to a large exact reference sample, the
+mean and covariance errors against the mixture's analytic moments, and, for deterministic
+solvers, the RMS distance to the exact PF-ODE endpoint from the same x_T (dopri5 at
+rtol = atol = 1e-9, float64, then the same Tweedie step). The floor is the SW2 of fresh exact
+samples of the same size against the reference. Writes benchmarks/results/samplers.{md,png}.
+
+  python benchmarks/samplers.py [--n 20000] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from score_sde.analytic import GaussianMixture  # noqa: E402
+from score_sde.sampling import sample  # noqa: E402
+from score_sde.sampling.common import tweedie_denoise  # noqa: E402
+from score_sde.sampling.ode import ode_integrate, probability_flow_drift  # noqa: E402
+from score_sde.sdes import VPSDE  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+NFES = (10, 20, 35, 50, 100, 1000)
+
+# name: (solver, options, NFE -> steps, deterministic, smallest NFE that makes sense)
+SOLVER_SPECS = {
+    'ddpm': ('ddpm', {}, lambda n: n, False, 10),
+    'ddim': ('ddim', {}, lambda n: n, True, 10),
+    'heun (EDM)': ('heun', {}, lambda n: n // 2, True, 10),
+    'heun churn': ('heun', {'s_churn': 40.0}, lambda n: n // 2, False, 20),
+    # DPM-Solver++ stops at eps = 1e-3 without the Tweedie step (sigma(eps) ~ 0.01), as Lu et al.
+    'dpm++ 2M': ('dpm_solver', {'order': 2, 'denoise': False}, lambda n: n, True, 10),
+    'dpm++ 3M': ('dpm_solver', {'order': 3, 'denoise': False}, lambda n: n, True, 10),
+    'dpm++ 3M karras': ('dpm_solver', {'order': 3, 'grid': 'karras', 'denoise': False}, lambda n: n, True, 10),
+    'dpm++ 3S': ('dpm_solver', {'order': 3, 'multistep': False, 'denoise': False}, lambda n: n // 3, True, 10),
+    'sde euler': ('sde', {}, lambda n: n - 1, False, 20),
+    'pc rd+langevin': ('pc', {'snr': 0.01}, lambda n: n // 2, False, 100),
+}
+
+
+def make_mixture(dim: int, k: int, seed: int = 0) -> GaussianMixture:
+  """k well-separated components (means at radius 3, unequal weights 1..k, stds 0.2-0.5)."""
+  g = torch.Generator().manual_seed(seed)
+  if dim == 2:
+    ang = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
+    means = 3.0 * torch.stack([ang.cos(), ang.sin()], 1)
+  else:
+    means = torch.randn(k, dim, generator=g, dtype=torch.float64)
+    means = 3.0 * means / means.norm(dim=1, keepdim=True)
+  stds = 0.2 + 0.3 * torch.rand(k, dim, generator=g, dtype=torch.float64)
+  weights = torch.arange(1, k + 1, dtype=torch.float64)
+  return GaussianMixture(means, stds ** 2, weights)
+
+
+def sliced_w2(x: torch.Tensor, ref: torch.Tensor, proj: torch.Tensor) -> float:
+  """SW2 between x `[n, D]` and ref `[m, D]` (m a multiple of n is best) over unit
+  directions proj `[L, D]`: sqrt(mean over directions of the 1-D W2^2 between quantiles)."""
+  proj = proj.double()
+  px = torch.sort(x.double() @ proj.T, dim=0).values
+  pr = torch.sort(ref.double() @ proj.T, dim=0).values
+  n, m = px.shape[0], pr.shape[0]
+  idx = ((torch.arange(n, dtype=torch.float64) + 0.5) * m / n).long().clamp(max=m - 1)
+  return float(((px - pr[idx]) ** 2).mean().sqrt())
+
+
+def moment_errors(x: torch.Tensor, mix: GaussianMixture):
+  """|mean - mu| (L2) and ||cov - Sigma||_F against the analytic mixture moments."""
+  mean, cov = mix.moments()
+  x = x.double()
+  return float((x.mean(0) - mean).norm()), float((torch.cov(x.T) - cov).norm())
+
+
+def pf_ode_endpoint(sde, score_fn, x_T: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+  """Exact PF-ODE sample from x_T (dopri5, rtol = atol = 1e-9, float64) plus Tweedie."""
+  x = ode_integrate(probability_flow_drift(sde, score_fn), x_T.double(), sde.T, eps,
+                    rtol=1e-9, atol=1e-9)
+  return tweedie_denoise(sde, score_fn, x, eps).float()
+
+
+def run_problem(dim, k, args, proj_seed=0):
+  """All solvers x NFEs on one mixture; returns (rows, floor)."""
+  sde, mix = VPSDE(), make_mixture(dim, k)
+  score_fn = mix.score_fn(sde)
+  gen = torch.Generator().manual_seed(1234)
+  ref = mix.sample(args.ref_factor * args.n, gen)
+  proj = torch.randn(args.projections, dim, generator=torch.Generator().manual_seed(proj_seed))
+  proj = proj / proj.norm(dim=1, keepdim=True)
+  floor = [sliced_w2(mix.sample(args.n, gen), ref, proj) for _ in range(2)]
+  x_T = sde.prior_sampling((args.n, dim), torch.Generator().manual_seed(99))
+  m_ode = min(args.n, args.ode_points)
+  t0 = time.time()
+  exact = pf_ode_endpoint(sde, score_fn, x_T[:m_ode])
+  print(f'# d={dim}: exact PF-ODE endpoints in {time.time() - t0:.1f}s', flush=True)
+  rows = []
+  for name, (solver, options, to_steps, deterministic, min_nfe) in SOLVER_SPECS.items():
+    for nfe in args.nfes:
+      if nfe < min_nfe or to_steps(nfe) < 1:
+        continue
+      t0 = time.time()
+      res = sample(sde, score_fn, None, solver, steps=to_steps(nfe), x_init=x_T,
+                   generator=torch.Generator().manual_seed(nfe), **options)
+      x = res.x
+      ode_rms = float((x[:m_ode] - exact).pow(2).sum(1).mean().sqrt()) if deterministic else None
+      rows.append(dict(dim=dim, solver=name, nfe=res.nfe, sw2=sliced_w2(x, ref, proj),
+                       mean_err=moment_errors(x, mix)[0], cov_err=moment_errors(x, mix)[1],
+                       ode_rms=ode_rms, seconds=time.time() - t0))
+      print(_row(rows[-1], sum(floor) / 2), flush=True)
+  return rows, sum(floor) / 2
+
+
+def _row(r, floor):
+  ode = '-' if r['ode_rms'] is None else f"{r['ode_rms']:.2e}"
+  return (f"| {r['dim']} | {r['solver']} | {r['nfe']} | {r['sw2']:.4f} | {r['sw2'] / floor:.2f} | "
+          f"{r['mean_err']:.4f} | {r['cov_err']:.4f} | {ode} | {r['seconds']:.1f} |")
+
+
+def write_markdown(results, args, path):
+  lines = [f'# Sampler accuracy on Gaussian mixtures (VP SDE, exact score), n = {args.n}, '
+           f'reference n = {args.ref_factor * args.n}, {args.projections} projections', '']
+  for dim, (rows, floor) in results.items():
+    lines += [f'## d = {dim}: SW2 floor (exact samples of size n vs reference) = {floor:.4f}', '',
+              '| d | solver | NFE | SW2 | SW2/floor | mean err | cov err (F) | RMS to exact PF-ODE | s |',
+              '|---|---|---|---|---|---|---|---|---|']
+    lines += [_row(r, floor) for r in rows] + ['']
+  text = '\n'.join(lines)
+  with open(path, 'w') as f:
+    f.write(text)
+  return text
+
+
+def plot(results, path):
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
+  for ax, (dim, (rows, floor)) in zip(axes[0], results.items()):
+    for name in SOLVER_SPECS:
+      pts = sorted((r['nfe'], r['sw2']) for r in rows if r['solver'] == name)
+      if pts:
+        ax.plot(*zip(*pts), marker='o', label=name)
+    ax.axhline(floor, color='k', ls='--', label='floor')
+    ax.set(xscale='log', yscale='log', xlabel='NFE', ylabel='sliced W2', title=f'd = {dim}')
+  axes[0][-1].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument('--n', type=int, default=20000, help='samples per solver run')
+  p.add_argument('--ref-factor', type=int, default=10, help='reference size = ref_factor * n')
+  p.add_argument('--projections', type=int, default=512)
+  p.add_argument('--ode-points', type=int, default=2000, help='points for the PF-ODE RMS')
+  p.add_argument('--nfes', type=int, nargs='+', default=list(NFES))
+  p.add_argument('--dims', type=int, nargs='+', default=[2, 16])
+  p.add_argument('--quick', action='store_true', help='n=2000, NFE 10/20/50, d=2 and 16')
+  p.add_argument('--out', default=RESULTS)
+  p.add_argument('--suffix', default='', help='appended to the output file names')
+  args = p.parse_args(argv)
+  if args.quick:
+    args.n, args.nfes, args.ode_points, args.projections = 2000, [10, 20, 50], 500, 256
+  torch.set_num_threads(1)
+  os.makedirs(args.out, exist_ok=True)
+  results = {d: run_problem(d, 8 if d == 2 else 16, args) for d in args.dims}
+  print(write_markdown(results, args, os.path.join(args.out, f'samplers{args.suffix}.md')))
+  plot(results, os.path.join(args.out, f'samplers{args.suffix}.png'))
+
+
+if __name__ == '__main__':
+  main()
