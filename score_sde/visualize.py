@@ -8,9 +8,17 @@ import numpy as np
 import torch
 
 
-def image_grid(x: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
-  """Tile images `[B, C, H, W]` with values in [0, 1] into a uint8 `[H', W', C]` array."""
+def image_grid(x: torch.Tensor, nrow: int | None = None, padding: int = 2,
+               min_size: int = 32) -> np.ndarray:
+  """Tile images `[B, C, H, W]` with values in [0, 1] into a uint8 `[H', W', C]` array.
+
+  Images smaller than `min_size` pixels are enlarged by an integer factor (nearest pixel), so
+  that an 8x8 digit is visible in the grid.
+  """
   x = x.detach().float().clamp(0, 1).cpu()
+  scale = max(1, min_size // x.shape[-1])
+  if scale > 1:
+    x = x.repeat_interleave(scale, dim=-1).repeat_interleave(scale, dim=-2)
   b, c, h, w = x.shape
   nrow = nrow or int(math.ceil(math.sqrt(b)))
   ncol = int(math.ceil(b / nrow))
