@@ -71,7 +71,7 @@ def _autocast(config, device):
   return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def _drop_labels(y, config, generator=None):
+def _drop_labels(y, config):
   """Classifier-free training: replace y by the null label with probability p_uncond."""
   if not config.model.class_conditional:
     return None

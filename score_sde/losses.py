@@ -91,7 +91,7 @@ def get_loss_fn(sde: SDE, *, continuous: bool = True, weighting: str = 'score',
     raise ValueError('importance sampling of t applies to the likelihood weighting only')
   sampler = ImportanceSampler(sde, eps) if importance_sampling else None
 
-  def coefficients(t, x0):
+  def coefficients(t):
     if continuous:
       return sde.mean_coeff(t), sde.marginal_std(t)
     i = sde.step_index(t).cpu()
@@ -108,7 +108,7 @@ def get_loss_fn(sde: SDE, *, continuous: bool = True, weighting: str = 'score',
       t, weight = sampler.sample(b, device, generator)
     else:
       t = _uniform_t(b, sde, eps, device, generator)
-    alpha, std = coefficients(t, x0)
+    alpha, std = coefficients(t)
     z = randn_like(x0, generator)
     xt = bcast(alpha, x0) * x0 + bcast(std, x0) * z
     score = score_fn(xt, t) if y is None else score_fn(xt, t, y)
