@@ -20,7 +20,8 @@ import tqdm
 from score_sde import checkpoint as ckpt
 from score_sde import datasets, losses, optim, visualize
 from score_sde.likelihood import bits_per_dim, log_likelihood
-from score_sde.models import ExponentialMovingAverage, create_model, load_checkpoint
+from score_sde.models import (ExponentialMovingAverage, check_metadata, checkpoint_metadata,
+                              create_model, data_shape, load_checkpoint)
 from score_sde.sampling import SOLVERS, sample as run_sampler, solver_options
 from score_sde.sdes import get_sde
 
@@ -87,13 +88,16 @@ class Trainer:
     self.device = get_device(config)
     torch.manual_seed(config.seed)
     self.sde = get_sde(config)
-    self.model = create_model(config, self.sde).to(self.device)
+    try:
+      self.model = create_model(config, self.sde).to(self.device)
+      self.loss_fn = losses.get_loss_fn_from_config(config, self.sde)
+    except ValueError as e:
+      raise UserError(str(e)) from None
     if config.runtime.channels_last:
       self.model = self.model.to(memory_format=torch.channels_last)
     self.params = [p for p in self.model.parameters() if p.requires_grad]
     self.ema = ExponentialMovingAverage(self.params, decay=config.model.ema_rate)
     self.optimizer = optim.get_optimizer(config, self.params)
-    self.loss_fn = losses.get_loss_fn_from_config(config, self.sde)
     data = _dataset(config, 'train')
     _check_batch_shape(data[0][0][None], config)
     self.loader = datasets.InfiniteLoader(
@@ -110,7 +114,7 @@ class Trainer:
       rng['cuda'] = torch.cuda.get_rng_state_all()
     return {'model': self.model.net.state_dict(), 'ema': self.ema.state_dict(),
             'optimizer': self.optimizer.state_dict(), 'step': self.step, 'rng': rng,
-            'loader': self.loader.state_dict()}
+            'loader': self.loader.state_dict(), 'meta': checkpoint_metadata(self.config, self.model)}
 
   def save(self) -> str:
     tr = self.config.training
@@ -127,6 +131,7 @@ class Trainer:
       return
     try:
       state = ckpt.read_checkpoint(found[1], map_location=self.device)
+      check_metadata(state.get('meta'), self.config, self.model, f'checkpoint {found[1]}')
       ckpt.load_weights(self.model.net, state['model'], where=f'checkpoint {found[1]}')
       self.ema.load_state_dict(state['ema'])
       self.optimizer.load_state_dict(state['optimizer'])
@@ -259,7 +264,7 @@ def generate(config, model, num_samples: int, solver: str | None = None, progres
   if solver not in SOLVERS:
     raise UserError(f"unknown solver '{solver}'; choose one of: {', '.join(SOLVERS)}")
   d, s = config.data, config.sampling
-  shape = (d.num_channels,) if config.model.name == 'mlp' else (d.num_channels, d.image_size, d.image_size)
+  shape = data_shape(config)
   device = next(model.parameters()).device
   inverse = datasets.get_data_inverse_scaler(config)
   gen = torch.Generator(device=device).manual_seed(s.seed)
@@ -311,7 +316,7 @@ def likelihood(config, workdir: str, checkpoint: str = '') -> dict:
   n_batches = loader.batches_per_epoch
   if config.eval.bpd_num_batches > 0:
     n_batches = min(n_batches, config.eval.bpd_num_batches)
-  toy = config.model.name == 'mlp'
+  toy = len(data_shape(config)) == 1
   scaler = datasets.get_data_scaler(config)
   gen = torch.Generator(device=device).manual_seed(config.seed)
   values = []

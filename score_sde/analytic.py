@@ -14,15 +14,12 @@ import math
 
 import torch
 
-from score_sde.sdes import SDE, VESDE
+from score_sde.sdes import SDE
 
 
 def kernel(sde: SDE, t: torch.Tensor):
-  """alpha(t) and the exact kernel variance v(t), each `[B]`."""
-  var = sde.marginal_std(t) ** 2
-  if isinstance(sde, VESDE):
-    var = var - sde.sigma_min ** 2
-  return sde.mean_coeff(t), var
+  """alpha(t) and the exact kernel variance v(t) (`sde.exact_kernel_var`), each `[B]`."""
+  return sde.mean_coeff(t), sde.exact_kernel_var(t)
 
 
 class GaussianMixture:

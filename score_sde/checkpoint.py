@@ -2,7 +2,7 @@
 score_sde_pytorch's (`{'model', 'ema', 'optimizer', 'step'}`, keys prefixed by `module.`).
 
 Our format is the reference's plus extra keys: `{'model', 'ema', 'optimizer', 'step', 'rng',
-'loader', 'format'}`, with the EMA in the reference's `{'decay', 'num_updates',
+'loader', 'meta', 'format'}` ('meta' records the SDE, network and conventions), with the EMA in the reference's `{'decay', 'num_updates',
 'shadow_params'}` layout, so either library can read the other's weights. A checkpoint is
 written to a temporary file in the same folder, fsynced and renamed (so a crash never
 leaves a torn file under the real name); its SHA-256 is written beside it

@@ -10,13 +10,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from score_sde.conventions import time_label
 from score_sde.models.embeddings import timestep_embedding
 from score_sde.sdes import SDE
 from score_sde.utils import bcast, randn_like
 
 
 def _time_label(t: torch.Tensor) -> torch.Tensor:
-  return 999.0 * t
+  """The classifier's time conditioning: score_sde's continuous label 999 t."""
+  return time_label('t999', None, t)
 
 
 class _ResBlock(nn.Module):

@@ -35,8 +35,9 @@ import math
 
 import torch
 
+from score_sde.conventions import score_from_x0
 from score_sde.sampling import sample
-from score_sde.sampling.pc import CORRECTORS, PREDICTORS
+from score_sde.sampling.pc import build_pc
 from score_sde.sdes import SDE
 from score_sde.utils import bcast, full_t, randn_like
 
@@ -63,7 +64,7 @@ def inpaint_score(sde: SDE, score_fn, y: torch.Tensor, mask: torch.Tensor, known
     m, obs = mask.to(x), y.to(x)
     alpha, std = bcast(sde.mean_coeff(t), x), bcast(sde.marginal_std(t), x)
     x_in = m * alpha * obs + (1 - m) * x if known == 'mean' else x
-    kernel_score = -(x - alpha * obs) / std ** 2
+    kernel_score = score_from_x0(x, obs, alpha, std)
     return m * kernel_score + (1 - m) * score_fn(x_in, t)
 
   return score
@@ -117,17 +118,11 @@ def pc_inpaint(sde: SDE, score_fn, y: torch.Tensor, mask: torch.Tensor, *, steps
                predictor: str = 'reverse_diffusion', corrector: str = 'langevin',
                snr: float = 0.16, n_steps: int = 1) -> torch.Tensor:
   """The paper's PC inpainter: project, correct, project, predict, on the PC grid; `[B, ...]`."""
-  if predictor not in PREDICTORS or corrector not in CORRECTORS:
-    raise ValueError(f"unknown predictor/corrector '{predictor}'/'{corrector}'; choose from "
-                     f"{', '.join(PREDICTORS)} / {', '.join(CORRECTORS)}")
   steps = steps or sde.N
-  sde = sde.with_steps(steps)
-  predict = PREDICTORS[predictor](sde, score_fn)
-  correct = CORRECTORS[corrector](sde, score_fn, snr, n_steps)
+  predict, correct, times = build_pc(sde, score_fn, steps, eps, predictor, corrector, snr, n_steps)
   y = y.expand(torch.broadcast_shapes(y.shape, mask.shape))
   x = sde.prior_sampling(tuple(y.shape), generator, y.device).to(y)
   m, y = mask.to(x).expand_as(x), y.to(x)
-  times = torch.linspace(sde.T, eps, steps, dtype=torch.float64).tolist() + [0.0]
   x_mean = x
   for j in range(steps):
     t = full_t(times[j], x.shape[0], x)

@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from score_sde.sdes import SDE, VESDE
+from score_sde.sdes import SDE
 from score_sde.utils import bcast, randn_like
 
 WEIGHTINGS = ('score', 'likelihood')
@@ -63,10 +63,10 @@ def _uniform_t(batch, sde, eps, device, generator):
 
 
 def _discrete_t(batch, sde, device, generator):
-  """The N grid times t_i = i / (N - 1) of the discrete chain (DDPM / SMLD)."""
+  """Chain indices i ~ U{0..N-1} as their times `sde.time_of_index(i)` (DDPM / SMLD)."""
   i = torch.randint(0, sde.N, (batch,), generator=generator,
                     device=generator.device if generator else None)
-  return (i.float() / (sde.N - 1) * sde.T).to(device)
+  return sde.time_of_index(i.double()).float().to(device)
 
 
 def get_loss_fn(sde: SDE, *, continuous: bool = True, weighting: str = 'score',
@@ -82,22 +82,24 @@ def get_loss_fn(sde: SDE, *, continuous: bool = True, weighting: str = 'score',
     reduce_mean: average (True) or sum (False) the squared error over data dims.
     eps: smallest training time (Song et al. use 1e-5).
   `score_fn(x, t)` or `score_fn(x, t, y)` must return the model score shaped like x `[B, ...]`.
-  For discrete VP models the perturbation uses the DDPM table (sqrt(abar_i), sqrt(1-abar_i));
-  for discrete VE models, the SMLD sigma grid.
+  Discrete training draws chain indices and perturbs with the chain's own kernel
+  `sde.discrete_kernel(i)` (DDPM's sqrt(abar_i), sqrt(1-abar_i); SMLD's sigma grid); an SDE
+  without a chain (sub-VP) is refused, as score_sde_pytorch does.
   """
   if weighting not in WEIGHTINGS:
     raise ValueError(f"unknown loss weighting '{weighting}'; choose one of: {', '.join(WEIGHTINGS)}")
   if importance_sampling and weighting != 'likelihood':
     raise ValueError('importance sampling of t applies to the likelihood weighting only')
+  if not continuous and not sde.has_discrete_chain:
+    raise ValueError(f'discrete-time training needs an SDE with a discrete chain and '
+                     f'{type(sde).__name__} has none; set training.continuous=True')
   sampler = ImportanceSampler(sde, eps) if importance_sampling else None
 
   def coefficients(t):
     if continuous:
       return sde.mean_coeff(t), sde.marginal_std(t)
-    i = sde.step_index(t).cpu()
-    if isinstance(sde, VESDE):
-      return torch.ones_like(t), sde.discrete_sigmas[i].to(t)
-    return sde.sqrt_alphas_cumprod[i].to(t), sde.sqrt_1m_alphas_cumprod[i].to(t)
+    alpha, sigma = sde.discrete_kernel(sde.index_of_time(t).cpu())
+    return alpha.to(t), sigma.to(t)
 
   def loss_fn(score_fn, x0, y=None, generator=None) -> LossOutput:
     b, device = x0.shape[0], x0.device

@@ -9,6 +9,12 @@ prior_logp, discretize, reverse), every SDE exposes the scalar schedule of its G
 perturbation kernel x_t = alpha(t) x_0 + sigma(t) z: `mean_coeff(t)` = alpha(t) and
 `marginal_std(t)` = sigma(t), and its half log-SNR `log_snr(t)` = log(alpha/sigma) with the
 inverse `t_from_log_snr` (used by DPM-Solver, Lu et al. 2022).
+
+The SDE is also the one owner of its discrete chain (DDPM for VP, SMLD for VE; sub-VP has
+none): the single index <-> time mapping `time_of_index` / `index_of_time`, the chain's
+perturbation kernel `discrete_kernel(i)` = (alpha_i, sigma_i) (None without a chain), and its
+one-step coefficients `chain_step(t, dt)`. Everything else asks these instead of checking the
+SDE's class.
 """
 from __future__ import annotations
 
@@ -69,30 +75,97 @@ class SDE(abc.ABC):
       hi = torch.where(above, hi, mid)
     return (lo + hi) / 2
 
-  def discretize(self, x: torch.Tensor, t: torch.Tensor):
+  def discretize(self, x: torch.Tensor, t: torch.Tensor, dt: float | None = None):
     """One step of the discrete chain x_{i+1} = x_i + f_i + G_i z_i (Song et al. 2021, Eq. 45).
 
-    Default: Euler-Maruyama with dt = T/N. Returns f shaped like x and G of shape `[B]`.
+    dt=None: the SDE's own N-step chain (`chain_step`), or Euler-Maruyama with dt = T/N for an
+    SDE without one. dt > 0: the exact step from t - dt to t. Returns f shaped like x and G `[B]`.
     """
-    dt = self.T / self.N
-    drift, diffusion = self.sde(x, t)
-    return drift * dt, diffusion * math.sqrt(dt)
+    if dt is None and not self.has_discrete_chain:
+      dt = self.T / self.N
+      drift, diffusion = self.sde(x, t)
+      return drift * dt, diffusion * math.sqrt(dt)
+    a, g2, _ = self.chain_step(t.to(x.dtype), dt)
+    return bcast(a, x) * x - x, torch.sqrt(g2)
 
   def reverse(self, score_fn, probability_flow: bool = False) -> 'ReverseSDE':
     """The reverse-time SDE (Anderson 1982) or the probability-flow ODE (Song et al. Eq. 13)."""
     return ReverseSDE(self, score_fn, probability_flow)
 
-  def step_index(self, t: torch.Tensor) -> torch.Tensor:
-    """Index i = floor(t (N-1) / T) of the discrete chain at time t, `[B]` (as score_sde).
+  def index_label(self, t: torch.Tensor) -> torch.Tensor:
+    """The integer label a discrete-time network was trained with at time t (the chain index)."""
+    return self.index_of_time(t)
 
-    On the sampling grid t_j = linspace(T, eps, N)[j] this is exactly N - 1 - j; a 1e-4
-    tolerance absorbs float32 rounding at the grid points.
+  # -- the discrete chain: one index <-> time mapping, kernel and step ------------------------
+  def time_of_index(self, i):
+    """t_i = i T / (N - 1): the time of chain index i (int, float or tensor). On this grid
+    SMLD's geometric sigmas equal the continuous sigma(t) exactly."""
+    return i * self.T / (self.N - 1)
+
+  def index_of_time(self, t: torch.Tensor) -> torch.Tensor:
+    """Chain index i = floor(t (N-1) / T) at times t `[B]` (long `[B]`), score_sde's mapping;
+    `index_of_time(time_of_index(i)) == i` for every SDE.
+
+    On the PC grid t_j = linspace(T, eps, N)[j] this is exactly N - 1 - j; a 1e-4 tolerance
+    absorbs float32 rounding at the grid points.
     """
     return torch.floor(t * (self.N - 1) / self.T + 1e-4).long().clamp(0, self.N - 1)
 
+  def step_index(self, t: torch.Tensor) -> torch.Tensor:
+    """Alias of `index_of_time` (older name)."""
+    return self.index_of_time(t)
+
+  @property
+  def has_discrete_chain(self) -> bool:
+    """Whether the SDE defines a discrete chain (DDPM / SMLD) with `discrete_kernel`."""
+    return self.discrete_kernel(torch.zeros(1, dtype=torch.long)) is not None
+
+  def discrete_kernel(self, i: torch.Tensor):
+    """(alpha_i, sigma_i) float64 `[B]` of the chain's kernel x_i = alpha_i x_0 + sigma_i z at
+    long indices i `[B]` (i = -1 is the data: (1, 0)); None when the SDE has no chain."""
+    return None
+
+  def exact_kernel_var(self, t: torch.Tensor) -> torch.Tensor:
+    """The exact variance of x_t given x_0, `[B]` (sigma(t)^2 unless the SDE approximates it)."""
+    return self.marginal_std(t) ** 2
+
+  def chain_step(self, t: torch.Tensor, dt: float | None = None):
+    """(a, G^2, r) `[B]` of one forward step x_t = a x_prev + G z into time t, where
+    r = sigma_prev^2 / sigma_t^2 (the posterior variance is r G^2).
+
+    dt=None: the SDE's own N-step chain at index `index_of_time(t)` (DDPM / SMLD tables; needs
+    `discrete_kernel`). dt > 0: the exact Gaussian step of the continuous kernel from t - dt to
+    t (valid for any number of steps, e.g. a PC sampler run with fewer steps than N).
+    """
+    if dt is None:
+      i = self.index_of_time(t).cpu()
+      cur, prev = self.discrete_kernel(i), self.discrete_kernel(i - 1)
+      if cur is None:
+        raise ValueError(f'{type(self).__name__} has no discrete chain')
+      (a_t, s_t), (a_s, s_s) = cur, prev
+    else:
+      t64 = t.double()
+      s = (t64 - dt).clamp_min(0.0)
+      a_t, s_t = self.mean_coeff(t64), self.marginal_std(t64)
+      a_s, s_s = self.mean_coeff(s), self.marginal_std(s)
+    a = a_t / a_s
+    g2 = (s_t ** 2 - a ** 2 * s_s ** 2).clamp_min(0.0)
+    r = s_s ** 2 / s_t ** 2
+    return tuple(v.to(t.device, t.dtype) for v in (a, g2, r))
+
   def with_steps(self, N: int) -> 'SDE':
-    """The same SDE with an N-step discrete chain (for samplers run with fewer steps)."""
+    """The same SDE with an N-step discrete chain."""
     return self if int(N) == self.N else type(self)(**{**self.hparams, 'N': int(N)})
+
+  def describe(self) -> dict:
+    """`{'name': key of SDES, **hyper-parameters, 'N': N}`: what a checkpoint records."""
+    name = next(k for k, v in SDES.items() if type(self) is v)
+    return {'name': name, **self.hparams, 'N': self.N}
+
+  def score_sde_conventions(self, continuous: bool) -> tuple[str, str]:
+    """(parameterization, time label) of score_sde_pytorch's networks for this SDE
+    (its `get_score_fn`): VP-type networks predict eps, labelled 999 t (index when discrete)."""
+    return 'eps', ('t999' if continuous else 'index')
 
 
 class ReverseSDE:
@@ -118,9 +191,9 @@ class ReverseSDE:
     f, g = self.forward.sde(x, t)
     return self._combine(x, t, f, g)
 
-  def discretize(self, x: torch.Tensor, t: torch.Tensor):
+  def discretize(self, x: torch.Tensor, t: torch.Tensor, dt: float | None = None):
     """Reverse discrete step: rev_f = f - G^2 s (x 1/2), rev_G = G (0 for the ODE)."""
-    f, G = self.forward.discretize(x, t)
+    f, G = self.forward.discretize(x, t, dt)
     return self._combine(x, t, f, G)
 
 
@@ -147,6 +220,7 @@ class VPSDE(_GaussianPrior, SDE):
   beta stays finite at t = T (alpha_bar(T) ~ 7e-5; DPM-Solver uses the same cut-off).
   """
 
+  ancestral_variance = 'large'     # DDPM ancestral noise sqrt(beta_i) (Ho et al. 2020, Alg. 2)
   COSINE_S = 0.008
   COSINE_T_MAX = 0.9946
 
@@ -172,6 +246,11 @@ class VPSDE(_GaussianPrior, SDE):
     s = self.COSINE_S
     abar = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
     return (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
+
+  def time_of_index(self, i):
+    """t_i = (i + 1) T / N: where the continuous marginal best matches the DDPM table (the
+    std gap is at most ~1.3e-3; at i / (N - 1) it is ~10x larger and t_0 = 0 has sigma = 0)."""
+    return (i + 1) * self.T / self.N
 
   def log_mean_coeff(self, t: torch.Tensor) -> torch.Tensor:
     """log alpha(t) = -int_0^t beta / 2."""
@@ -212,20 +291,20 @@ class VPSDE(_GaussianPrior, SDE):
     beta = self.beta(t)
     return -0.5 * bcast(beta, x) * x, torch.sqrt(beta)
 
-  def discretize(self, x, t):
-    """DDPM chain: x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i) z, i = round(t (N-1))."""
-    i = self.step_index(t).cpu()
-    beta = self.discrete_betas[i].to(x.device, x.dtype)
-    alpha = self.alphas[i].to(x.device, x.dtype)
-    return bcast(torch.sqrt(alpha), x) * x - x, torch.sqrt(beta)
+  def discrete_kernel(self, i):
+    """DDPM: (sqrt(abar_i), sqrt(1 - abar_i)), with (1, 0) at i = -1."""
+    i = torch.as_tensor(i).long()
+    abar = torch.where(i >= 0, self.alphas_cumprod[i.clamp(min=0)], torch.ones((), dtype=torch.float64))
+    return torch.sqrt(abar), torch.sqrt(1.0 - abar)
 
 
 class SubVPSDE(VPSDE):
   """sub-VP SDE (Song et al. 2021, Eq. 12): same drift as VP and
   g = sqrt(beta(t) (1 - exp(-2 int_0^t beta))); the marginal std is 1 - alpha(t)^2.
 
-  It shares VP's discrete DDPM table, which the Langevin corrector's step size uses (the
-  reference implementation crashes there because sub-VP lacks that table).
+  It has no discrete chain (`discrete_kernel` is None): discrete-time training, DDPM/DDIM and
+  the ancestral predictor refuse it, as score_sde_pytorch does; the reverse-diffusion
+  predictor uses Euler-Maruyama and the Langevin corrector the exact step over T/N.
   """
 
   def __init__(self, beta_min=0.1, beta_max=20.0, N=1000, schedule='linear'):
@@ -246,9 +325,8 @@ class SubVPSDE(VPSDE):
   def t_from_log_snr(self, lam, iters: int = 60):
     return SDE.t_from_log_snr(self, lam, iters)
 
-  def discretize(self, x, t):
-    """Euler-Maruyama discretisation (the paper defines no discrete sub-VP chain)."""
-    return SDE.discretize(self, x, t)
+  def discrete_kernel(self, i):
+    return None
 
 
 class VESDE(_GaussianPrior, SDE):
@@ -258,6 +336,8 @@ class VESDE(_GaussianPrior, SDE):
   g = sigma(t) sqrt(2 log(sigma_max / sigma_min)). As in the paper's code the marginal std is
   taken to be sigma(t) (the exact one is sqrt(sigma(t)^2 - sigma_min^2)); prior N(0, sigma_max^2).
   """
+
+  ancestral_variance = 'posterior'  # SMLD ancestral noise (Song et al. 2021, Eq. 47)
 
   def __init__(self, sigma_min=0.01, sigma_max=50.0, N=1000):
     super().__init__(N)
@@ -286,13 +366,23 @@ class VESDE(_GaussianPrior, SDE):
     g = self.sigma(t) * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
     return torch.zeros_like(x), g
 
-  def discretize(self, x, t):
-    """SMLD chain: x_{i+1} = x_i + sqrt(sigma_{i+1}^2 - sigma_i^2) z on the geometric grid."""
-    i = self.step_index(t).cpu()
-    sigma = self.discrete_sigmas[i]
-    prev = torch.where(i == 0, torch.zeros_like(sigma), self.discrete_sigmas[(i - 1).clamp(min=0)])
-    G = torch.sqrt(sigma ** 2 - prev ** 2).to(x.device, x.dtype)
-    return torch.zeros_like(x), G
+  def discrete_kernel(self, i):
+    """SMLD: (1, sigma_i) on the geometric grid, with (1, 0) at i = -1."""
+    i = torch.as_tensor(i).long()
+    sigma = torch.where(i >= 0, self.discrete_sigmas[i.clamp(min=0)], torch.zeros((), dtype=torch.float64))
+    return torch.ones_like(sigma), sigma
+
+  def exact_kernel_var(self, t):
+    """sigma(t)^2 - sigma_min^2: the SDE started at t = 0 (marginal_std is the paper's sigma(t))."""
+    return self.sigma(t) ** 2 - self.sigma_min ** 2
+
+  def score_sde_conventions(self, continuous: bool) -> tuple[str, str]:
+    """NCSN-type networks output the score itself, labelled sigma(t) (the index when discrete)."""
+    return 'score', ('sigma' if continuous else 'index')
+
+  def index_label(self, t: torch.Tensor) -> torch.Tensor:
+    """SMLD stores its sigmas in descending order: label N - 1 - i."""
+    return (self.N - 1) - self.index_of_time(t)
 
 
 SDES = {'vpsde': VPSDE, 'subvpsde': SubVPSDE, 'vesde': VESDE}

@@ -42,6 +42,10 @@ def test_train_resume_sample_likelihood(tmp_path):
   with open(os.path.join(wd, 'likelihood.json')) as f:
     report = json.load(f)
   assert report['unit'] == 'nats/dim' and np.isfinite(report['mean']) and report['num_examples'] == 20
+  # a VP-trained checkpoint read with a VE config: a one-line error naming both, not garbage
+  proc = run(*cfg, '--mode', 'sample', '--config.training.sde=vesde', check=False)
+  _one_line_error(proc, 'checkpoint_20.pth holds a model with sde vpsde(')
+  assert 'the config gives vesde(' in proc.stderr
 
 
 def test_digits_image_pipeline(tmp_path):
@@ -72,6 +76,8 @@ def _one_line_error(proc, needle):
     (['--config.sampling.predictor=bogus', '--mode', 'sample', '--solver', 'pc'], "unknown predictor 'bogus'"),
     (['--config.data.num_channels=3', '--config.training.n_iters=1'], 'data has shape'),
     (['--config.data.dataset=cifar10', '--config.data.root=/nonexistent', '--config.training.n_iters=1'], '/nonexistent'),
+    (['--config.training.sde=subvpsde', '--config.training.continuous=False', '--config.training.n_iters=1'],
+     'SubVPSDE has none; set training.continuous=True'),
 ])
 def test_bad_input_is_one_line(tmp_path, args, needle):
   wd = str(tmp_path / 'w')

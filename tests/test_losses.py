@@ -19,8 +19,8 @@ def exact_score(sde, discrete=False):
   """Score of N(alpha mu, alpha^2 S + std^2) with the loss's own perturbation kernel."""
   def coeffs(t):
     if discrete:
-      i = sde.step_index(t)
-      return sde.sqrt_alphas_cumprod[i].to(t), sde.sqrt_1m_alphas_cumprod[i].to(t)
+      alpha, sigma = sde.discrete_kernel(sde.index_of_time(t))
+      return alpha.to(t), sigma.to(t)
     return sde.mean_coeff(t), sde.marginal_std(t)
 
   def score(x, t):
@@ -78,8 +78,32 @@ def test_discrete_ddpm_loss_minimum():
   expected = (ab[:, None] * S2 / (ab[:, None] * S2 + 1 - ab[:, None])).sum(1).mean().item()
   se = out.per_sample.std().item() / math.sqrt(len(x0))
   assert abs(out.loss.item() - expected) < 4 * se
-  i = sde.step_index(out.t)
-  assert torch.allclose(out.t, i.to(out.t) / (sde.N - 1))  # t on the discrete grid
+  i = sde.index_of_time(out.t)
+  assert torch.allclose(out.t, sde.time_of_index(i.double()).float())  # t on the chain's grid
+
+
+@pytest.mark.parametrize('name', ['vp', 've'])
+def test_discrete_loss_perturbs_with_the_chain_kernel(name):
+  """Discrete training draws chain indices i and uses the chain's own kernel (alpha_i, sigma_i)."""
+  sde = SDES[name]
+  x0 = torch.ones(5000, 1, dtype=torch.float64)
+  seen = {}
+  def record(x, t):
+    seen['x'], seen['t'] = x, t
+    return torch.zeros_like(x)
+  losses.get_loss_fn(sde, continuous=False)(record, x0, generator=torch.Generator().manual_seed(0))
+  i = sde.index_of_time(seen['t'])
+  alpha, sigma = sde.discrete_kernel(i)
+  z = (seen['x'][:, 0] - alpha) / sigma   # x_i = alpha_i x0 + sigma_i z with x0 = 1
+  assert abs(z.mean().item()) < 0.06 and abs(z.std().item() - 1) < 0.04
+  assert i.min() == 0 and i.max() == sde.N - 1
+
+
+def test_discrete_subvp_training_is_refused():
+  """Sub-VP has no discrete chain: score_sde_pytorch refuses discrete sub-VP training, and so
+  do we (it used to perturb with VP's DDPM table, sigma(0.5) = 0.9599 instead of 0.9209)."""
+  with pytest.raises(ValueError, match='SubVPSDE has none; set training.continuous=True'):
+    losses.get_loss_fn(SubVPSDE(), continuous=False)
 
 
 def test_reduce_mean_and_errors():

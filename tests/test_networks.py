@@ -297,10 +297,10 @@ def test_ncsnpp_ve_reference_keys():
 
 def test_ncsnpp_hires_reference_keys():
   """Output-skip / input-skip pyramids: `pyramid_upsample` / `pyramid_downsample` hold no state
-  and sit outside `all_modules`; Combine is a 1x1 `Conv`; the output is the pyramid."""
+  and sit outside `all_modules`; Combine is a 1x1 `Conv_0`; the output is the pyramid."""
   net, _ = build('ncsnpp_hires')
   s = shapes(net)
-  assert s['all_modules.6.Conv.weight'] == (16, 3, 1, 1)  # Combine(3 -> 16)
+  assert s['all_modules.6.Conv_0.weight'] == (16, 3, 1, 1)  # Combine(3 -> 16)
   assert s['all_modules.15.weight'] == (32,) and s['all_modules.16.weight'] == (3, 32, 3, 3)
   assert s['all_modules.17.Conv_2.weight'] == (32, 32, 1, 1)  # ResBlock up
   assert s['all_modules.20.weight'] == (16,) and s['all_modules.21.weight'] == (3, 16, 3, 3)
@@ -327,9 +327,9 @@ def test_ddpm_reference_keys():
       'all_modules.15.NIN_0.W': (64, 32), 'all_modules.16.weight': (32,),
       'all_modules.17.weight': (3, 32, 3, 3)}
   assert {k: s[k] for k in expected} == expected and len(net.all_modules) == 18
-  assert list(net.all_modules[5].state_dict())[:6] == [  # ResnetBlockDDPM registration order
-      'GroupNorm_0.weight', 'GroupNorm_0.bias', 'GroupNorm_1.weight', 'GroupNorm_1.bias',
-      'Conv_0.weight', 'Conv_0.bias']
+  assert list(net.all_modules[5].state_dict())[:8] == [  # the reference's registration order
+      'GroupNorm_0.weight', 'GroupNorm_0.bias', 'Conv_0.weight', 'Conv_0.bias',
+      'Dense_0.weight', 'Dense_0.bias', 'GroupNorm_1.weight', 'GroupNorm_1.bias']
 
 
 def test_ncsnv2_reference_keys():

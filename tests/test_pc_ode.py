@@ -102,7 +102,7 @@ def test_bad_names_are_one_line_errors():
     sample(sde, DATA.score_fn(sde), (2, 2), 'bogus')
   with pytest.raises(ValueError, match='unknown option'):
     sample(sde, DATA.score_fn(sde), (2, 2), 'pc', tolerance=3)
-  with pytest.raises(ValueError, match='VP and VE SDEs only'):
+  with pytest.raises(ValueError, match='SubVPSDE has none'):
     sample(SubVPSDE(), DATA.score_fn(SubVPSDE()), (2, 2), 'pc', predictor='ancestral')
 
 
@@ -111,3 +111,46 @@ def test_bad_names_are_one_line_errors():
 def test_pc_full_1000_steps(sde_name, predictor, corrector):
   res = _run(sde_name, predictor, corrector, steps=1000)
   assert_moments(res.x, MEAN, torch.diag(COV))
+
+
+# PC samples at steps = N, recorded before the discrete chain moved into the SDE
+# (VPSDE/SubVPSDE/VESDE with N = 50, N(mu, diag(s^2)) data, 64 samples, seed 3, snr 0.1).
+GOLDEN = {
+    ('vp', 'reverse_diffusion', 'langevin'): [1.55632746, -0.28116253, -0.51004601, -0.94374388, 1.12932861, -1.20891488],
+    ('vp', 'ancestral', 'ald'): [1.43056798, -0.57976073, -0.37819219, -1.29006112, 1.04694986, -1.53040755],
+    ('vp', 'euler_maruyama', 'langevin'): [1.56083071, -0.29279560, -0.49676278, -0.94433767, 1.11846864, -1.20657051],
+    ('vp', 'reverse_diffusion', 'none'): [1.39964259, 1.12934136, 1.20952022, 1.05028105, 0.65945697, -0.67361909],
+    ('subvp', 'reverse_diffusion', 'none'): [1.03742337, 1.35823190, 1.10074973, 0.86037982, 0.85427719, -0.77161348],
+    ('ve', 'reverse_diffusion', 'langevin'): [1.15030169, 0.34961021, -0.53596222, -0.52101576, 1.46572471, -0.61132550],
+    ('ve', 'ancestral', 'ald'): [0.98797345, 0.07817490, 0.46328893, -0.39048156, 1.07221508, -0.59710532],
+    ('ve', 'euler_maruyama', 'langevin'): [1.15229702, 0.12727822, -0.57406747, -0.84029877, 1.51054525, -0.59395081],
+}
+
+
+@pytest.mark.parametrize('key', list(GOLDEN))
+def test_pc_at_steps_equal_n_is_unchanged(key):
+  """At steps = N the PC sampler runs on the SDE's own chain exactly as before (and as score_sde)."""
+  name, predictor, corrector = key
+  sde = {'vp': VPSDE, 'subvp': SubVPSDE, 've': VESDE}[name](N=50)
+  data = gaussian(mean=[1.0, -0.5], variance=[0.25, 1.0])
+  res = sample(sde, data.score_fn(sde), (64, 2), 'pc', predictor=predictor, corrector=corrector,
+               snr=0.1, generator=torch.Generator().manual_seed(3))
+  torch.testing.assert_close(res.x[:3].flatten(), torch.tensor(GOLDEN[key]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('predictor,corrector', [('reverse_diffusion', 'langevin'), ('ancestral', 'none')])
+def test_pc_with_few_steps_on_vp_is_finite_and_converges(predictor, corrector):
+  """An N-step DDPM table with N < beta_max has beta_i > 1 (it gave NaN below 20 steps); with
+  fewer steps than the SDE's N, PC takes the exact Gaussian step over each grid interval:
+  finite at 5 and 10 steps, and first-order convergent (variance error 10 steps > 50 steps)."""
+  sde = VPSDE()
+  data = gaussian(mean=[1.0, -0.5], variance=[0.25, 1.0])
+  err = {}
+  for steps in (5, 10, 50):
+    res = sample(sde, data.score_fn(sde), (4000, 2), 'pc', steps=steps, predictor=predictor,
+                 corrector=corrector, snr=0.01, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(res.x).all()
+    err[steps] = ((res.x.var(0) / torch.tensor([0.25, 1.0])) - 1).abs().max().item()
+    if steps == 50:
+      assert (res.x.mean(0) - torch.tensor([1.0, -0.5])).abs().max() < 0.05
+  assert err[50] < 0.15 < err[10] < err[5]

@@ -1,37 +1,96 @@
 """Score networks and the `ScoreModel` wrapper.
 
-`NETWORKS` maps `config.model.name` to a builder `config -> nn.Module`; every network is
-called as `net(x, time_label, y=None)`. `create_model(config, sde)` returns the wrapped
-`ScoreModel`, whose `forward(x, t, y=None)` is the score.
+`NETWORKS` maps `config.model.name` to a `NetworkSpec`: a builder `config -> nn.Module` (every
+network is called as `net(x, time_label, y=None)`), the parameterization and time label it uses
+unless the config says otherwise ('sde': score_sde_pytorch's choice for the SDE), and whether it
+takes flat vectors `[B, C]` instead of images `[B, C, H, W]`. `create_model(config, sde)` returns
+the wrapped `ScoreModel`, whose `forward(x, t, y=None)` is the score.
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
 from score_sde import checkpoint as _ckpt
+from score_sde.models.ddpm import DDPM
 from score_sde.models.ema import ExponentialMovingAverage
 from score_sde.models.mlp import MLP
-from score_sde.models.networks import NETWORKS as _REFERENCE_NETWORKS
+from score_sde.models.ncsnpp import NCSNpp
+from score_sde.models.ncsnv2 import NCSNv2, NCSNv2_128, NCSNv2_256
 from score_sde.models.score_model import ScoreModel, resolve_conventions
 from score_sde.models.unet import SmallUNet
 
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSpec:
+  """build: `config -> nn.Module`; parameterization / time_label: the defaults behind 'auto'
+  ('sde' = score_sde_pytorch's choice for the SDE); flat: data are vectors `[B, C]`."""
+  build: Callable
+  parameterization: str = 'sde'
+  time_label: str = 'sde'
+  flat: bool = False
+
+
 NETWORKS = {
-    'mlp': MLP.from_config,
-    'unet': SmallUNet.from_config,
-    **_REFERENCE_NETWORKS,   # ncsnpp (NCSN++/DDPM++), ddpm, ncsnv2_*: built as Net(config)
+    'mlp': NetworkSpec(MLP.from_config, 'eps', 't999', flat=True),   # toys
+    'unet': NetworkSpec(SmallUNet.from_config, 'eps', 't999'),       # small images
+    'ncsnpp': NetworkSpec(NCSNpp),        # NCSN++ / DDPM++ (Song et al. 2021)
+    'ddpm': NetworkSpec(DDPM),            # Ho et al. 2020
+    'ncsnv2_64': NetworkSpec(NCSNv2),     # Song & Ermon 2020, images < 96 px
+    'ncsnv2_128': NetworkSpec(NCSNv2_128),
+    'ncsnv2_256': NetworkSpec(NCSNv2_256),
 }
+
+
+def network_spec(config) -> NetworkSpec:
+  """The `NETWORKS` entry of `config.model.name` (case-insensitive)."""
+  name = config.model.name.lower()
+  if name not in NETWORKS:
+    raise ValueError(f"unknown model '{config.model.name}'; choose one of: {', '.join(NETWORKS)}")
+  return NETWORKS[name]
+
+
+def data_shape(config) -> tuple[int, ...]:
+  """Shape of one data item for `config`: `(C,)` for flat networks, else `(C, H, W)`."""
+  d = config.data
+  return (d.num_channels,) if network_spec(config).flat else (d.num_channels, d.image_size, d.image_size)
 
 
 def create_network(config):
   """Build the raw network named by `config.model.name`."""
-  name = config.model.name.lower()
-  if name not in NETWORKS:
-    raise ValueError(f"unknown model '{config.model.name}'; choose one of: {', '.join(NETWORKS)}")
-  return NETWORKS[name](config)
+  return network_spec(config).build(config)
 
 
 def create_model(config, sde) -> ScoreModel:
   """The network for `config` wrapped with the SDE's conventions into a `ScoreModel`."""
-  param, label = resolve_conventions(config, sde)
-  return ScoreModel(create_network(config), sde, param, label)
+  spec = network_spec(config)
+  param, label = resolve_conventions(config, sde, (spec.parameterization, spec.time_label))
+  return ScoreModel(spec.build(config), sde, param, label)
+
+
+def checkpoint_metadata(config, model: ScoreModel) -> dict:
+  """What a checkpoint records about the model it holds: the SDE (type, parameters, N), the
+  network name and the conventions, so that loading with another config fails loudly."""
+  return {'sde': model.sde.describe(), 'network': config.model.name.lower(), **model.conventions()}
+
+
+def check_metadata(meta: dict | None, config, model: ScoreModel, where: str) -> None:
+  """Raise a one-line CheckpointError when checkpoint metadata `meta` (None for files without
+  it, e.g. score_sde_pytorch's) disagrees with the model built from `config`."""
+  if not meta:
+    return
+  want = checkpoint_metadata(config, model)
+  for key in ('sde', 'network', 'parameterization', 'time_label'):
+    if key in meta and meta[key] != want[key]:
+      raise _ckpt.CheckpointError(
+          f'{where} holds a model with {key} {_fmt(meta[key])} but the config gives {_fmt(want[key])}; '
+          'use the config it was trained with')
+
+
+def _fmt(v) -> str:
+  if isinstance(v, dict):
+    return v.get('name', '?') + '(' + ', '.join(f'{k}={v[k]}' for k in v if k != 'name') + ')'
+  return repr(v)
 
 
 def load_checkpoint(path: str, config, device='cpu', use_ema: bool = True, sde=None) -> ScoreModel:
@@ -39,11 +98,13 @@ def load_checkpoint(path: str, config, device='cpu', use_ema: bool = True, sde=N
 
   Reads our checkpoints and score_sde_pytorch's (`module.`-prefixed keys) with
   `weights_only=True`; loads the EMA weights when `use_ema` and the file has them. A
-  mismatched file raises a one-line `CheckpointError` naming the first bad key or shape.
+  mismatched file, or one whose recorded SDE / network / conventions differ from `config`,
+  raises a one-line `CheckpointError`.
   """
   from score_sde.sdes import get_sde
   model = create_model(config, sde if sde is not None else get_sde(config))
   state = _ckpt.read_checkpoint(path)
+  check_metadata(state.get('meta'), config, model, f'checkpoint {path}')
   _ckpt.load_weights(model.net, state['model'], where=f'checkpoint {path}')
   if use_ema and state.get('ema'):
     ema = ExponentialMovingAverage(model.net.parameters(), decay=0.999)
@@ -55,5 +116,6 @@ def load_checkpoint(path: str, config, device='cpu', use_ema: bool = True, sde=N
   return model.to(device).eval()
 
 
-__all__ = ['load_checkpoint', 'NETWORKS', 'ScoreModel', 'ExponentialMovingAverage', 'MLP', 'SmallUNet',
-           'create_network', 'create_model', 'resolve_conventions']
+__all__ = ['load_checkpoint', 'NETWORKS', 'NetworkSpec', 'ScoreModel', 'ExponentialMovingAverage', 'MLP',
+           'SmallUNet', 'create_network', 'create_model', 'resolve_conventions', 'network_spec',
+           'data_shape', 'checkpoint_metadata', 'check_metadata']

@@ -235,14 +235,15 @@ class ResnetBlockDDPM(nn.Module):
                temb_dim: int | None = None, conv_shortcut: bool = False, dropout: float = 0.1):
     super().__init__()
     out_ch = out_ch or in_ch
-    self.GroupNorm_0 = nn.GroupNorm(num_groups=32, num_channels=in_ch, eps=1e-6)
-    self.GroupNorm_1 = nn.GroupNorm(num_groups=32, num_channels=out_ch, eps=1e-6)
+    # registration order = score_sde_pytorch's parameter order (its EMA is a positional list)
     self.act = act
+    self.GroupNorm_0 = nn.GroupNorm(num_groups=32, num_channels=in_ch, eps=1e-6)
     self.Conv_0 = ddpm_conv3x3(in_ch, out_ch)
-    self.Conv_1 = ddpm_conv3x3(out_ch, out_ch, init_scale=0.)
     if temb_dim is not None:
       self.Dense_0 = dense(temb_dim, out_ch)
+    self.GroupNorm_1 = nn.GroupNorm(num_groups=32, num_channels=out_ch, eps=1e-6)
     self.Dropout_0 = nn.Dropout(dropout)
+    self.Conv_1 = ddpm_conv3x3(out_ch, out_ch, init_scale=0.)
     if in_ch != out_ch:
       if conv_shortcut:
         self.Conv_2 = ddpm_conv3x3(in_ch, out_ch)

@@ -57,11 +57,11 @@ class Combine(nn.Module):
     super().__init__()
     if method not in ('cat', 'sum'):
       raise ValueError(f"Combine method must be 'cat' or 'sum', got '{method}'")
-    self.Conv = conv1x1(dim1, dim2)
+    self.Conv_0 = conv1x1(dim1, dim2)  # the reference's name
     self.method = method
 
   def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    h = self.Conv(x)
+    h = self.Conv_0(x)
     return torch.cat([h, y], dim=1) if self.method == 'cat' else h + y
 
 

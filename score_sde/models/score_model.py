@@ -13,22 +13,21 @@ Parameterisation (what the network predicts):
 Time label (what the network is conditioned on):
   - 't999':  999 t (continuous VP / sub-VP in score_sde_pytorch).
   - 'sigma': sigma(t) (continuous VE; NCSN++ embeds log sigma with Fourier features).
-  - 'index': the discrete step: t (N - 1) for VP (DDPM), round((T - t)(N - 1)) for VE
-             (SMLD, whose sigmas are stored in descending order).
+  - 'index': the integer chain index `sde.index_of_time(t)` (DDPM), N - 1 - i for VE (SMLD,
+             whose sigmas are stored in descending order).
   - 't':     t itself.
-For a discrete-time VP model the 'eps' scaling uses the DDPM table's sqrt(1 - abar_i), as
-the reference does; otherwise the continuous sigma(t).
+For a discrete-time model of an SDE with a chain, eps / x0 outputs are scaled by the chain's
+kernel (DDPM's sqrt(1 - abar_i)), as the reference does; otherwise by the continuous sigma(t).
+The formulas themselves live in `score_sde.conventions`.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from score_sde.sdes import SDE, VESDE, VPSDE
-from score_sde.utils import bcast
-
-PARAMETERIZATIONS = ('eps', 'score', 'x0')
-TIME_LABELS = ('t999', 'sigma', 'index', 't')
+from score_sde import conventions
+from score_sde.conventions import PARAMETERIZATIONS, TIME_LABELS
+from score_sde.sdes import SDE
 
 
 class ScoreModel(nn.Module):
@@ -54,21 +53,11 @@ class ScoreModel(nn.Module):
 
   def labels(self, t: torch.Tensor) -> torch.Tensor:
     """The network's time conditioning for continuous times t `[B]`."""
-    if self.time_label == 't999':
-      return 999.0 * t
-    if self.time_label == 'sigma':
-      return self.sde.marginal_std(t)
-    if self.time_label == 'index':
-      if isinstance(self.sde, VESDE):  # SMLD stores its sigmas in descending order
-        return (self.sde.N - 1) - self.sde.step_index(t)
-      return t * (self.sde.N - 1)
-    return t
+    return conventions.time_label(self.time_label, self.sde, t)
 
-  def std(self, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """sigma used to scale an eps/x0 output: the DDPM table for discrete VP, else sigma(t)."""
-    if self.time_label == 'index' and isinstance(self.sde, VPSDE):
-      return self.sde.sqrt_1m_alphas_cumprod[self.sde.step_index(t).cpu()].to(t)
-    return self.sde.marginal_std(t)
+  def kernel(self, t: torch.Tensor):
+    """(alpha, sigma) `[B]` used to turn an eps / x0 output into the score."""
+    return conventions.label_kernel(self.time_label, self.sde, t)
 
   def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None):
     """Score s_theta(x, t[, y]) shaped like x (float32 whatever the autocast dtype)."""
@@ -77,30 +66,30 @@ class ScoreModel(nn.Module):
     out = out.to(x.dtype)
     if self.parameterization == 'score':
       return out
-    std = bcast(self.std(t, labels), x)
-    if self.parameterization == 'eps':
-      return -out / std
-    alpha = bcast(self.sde.mean_coeff(t), x)
-    return (alpha * out - x) / std ** 2
+    alpha, sigma = self.kernel(t)
+    return conventions.to_score(out, x, self.parameterization, alpha, sigma)
+
+  def conventions(self) -> dict:
+    """What a checkpoint records about this model (see `checkpoint_metadata`)."""
+    return {'parameterization': self.parameterization, 'time_label': self.time_label}
 
 
-def resolve_conventions(config, sde: SDE) -> tuple[str, str]:
-  """Pick (parameterization, time_label) for `config.model`, resolving 'auto' as
-  score_sde_pytorch does: VP/sub-VP networks predict eps; VE networks (NCSN++ with
-  `scale_by_sigma`, NCSNv2) are read as the score itself; continuous VP labels are
-  999 t, continuous VE labels are sigma(t), discrete models get the step index. The small
-  toy networks ('mlp', 'unet') predict eps with label 999 t for every SDE.
+def resolve_conventions(config, sde: SDE, default: tuple[str, str] = ('sde', 'sde')) -> tuple[str, str]:
+  """(parameterization, time_label) for `config.model`.
+
+  Explicit config values win. 'auto' takes the network's declared default (`default`, from
+  its `NETWORKS` entry), where 'sde' means score_sde_pytorch's choice for this SDE
+  (`sde.score_sde_conventions`). A discretely trained model (`training.continuous=False`)
+  is always labelled by its chain index.
   """
   m, continuous = config.model, config.training.continuous
   param, label = m.parameterization, m.time_label
-  small = m.name in ('mlp', 'unet')
+  ref_param, ref_label = sde.score_sde_conventions(continuous)
   if param == 'auto':
-    param = 'score' if isinstance(sde, VESDE) and not small else 'eps'
+    param = ref_param if default[0] == 'sde' else default[0]
   if label == 'auto':
     if not continuous:
       label = 'index'
-    elif isinstance(sde, VESDE) and not small:
-      label = 'sigma'
     else:
-      label = 't999'
+      label = ref_label if default[1] == 'sde' else default[1]
   return param, label

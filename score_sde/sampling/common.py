@@ -5,8 +5,9 @@ import dataclasses
 
 import torch
 
+from score_sde.conventions import x0_from_score
 from score_sde.sdes import SDE
-from score_sde.utils import bcast, full_t
+from score_sde.utils import full_t
 
 
 @dataclasses.dataclass
@@ -37,7 +38,7 @@ def tweedie_denoise(sde: SDE, score_fn, x: torch.Tensor, t: float) -> torch.Tens
   """
   tt = full_t(t, x.shape[0], x)
   alpha, std = sde.mean_coeff(tt), sde.marginal_std(tt)
-  return (x + bcast(std ** 2, x) * score_fn(x, tt)) / bcast(alpha, x)
+  return x0_from_score(x, score_fn(x, tt), alpha, std)
 
 
 def uniform_time_grid(sde: SDE, steps: int, eps: float, device) -> torch.Tensor:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from score_sde.sdes import SDE, SubVPSDE, VESDE, VPSDE
+from score_sde.sdes import SDE
 from score_sde.utils import batch_norm2, bcast, full_t, randn_like
 
 
 class EulerMaruyamaPredictor:
   """x <- x + [f - g^2 s] dt + g sqrt(|dt|) z with dt < 0 (reverse-time Euler-Maruyama)."""
 
-  def __init__(self, sde: SDE, score_fn):
+  def __init__(self, sde: SDE, score_fn, on_chain: bool = True):
     self.rsde = sde.reverse(score_fn)
 
   def __call__(self, x, t, dt, generator):
@@ -26,56 +26,53 @@ class EulerMaruyamaPredictor:
 
 
 class ReverseDiffusionPredictor:
-  """x <- x - f_i + G_i^2 s + G_i z from the forward chain's `discretize` (Song et al. Eq. 46)."""
+  """x <- x - f_i + G_i^2 s + G_i z from the forward chain's `discretize` (Song et al. Eq. 46).
 
-  def __init__(self, sde: SDE, score_fn):
-    self.rsde = sde.reverse(score_fn)
+  `on_chain`: the grid is the SDE's own N-step chain (its DDPM / SMLD tables, as score_sde);
+  otherwise each step uses the exact forward step over the grid interval (any step count)."""
+
+  def __init__(self, sde: SDE, score_fn, on_chain: bool = True):
+    self.rsde, self.on_chain = sde.reverse(score_fn), on_chain
 
   def __call__(self, x, t, dt, generator):
-    f, G = self.rsde.discretize(x, t)
+    f, G = self.rsde.discretize(x, t, None if self.on_chain else -dt)
     x_mean = x - f
     return x_mean + bcast(G, x) * randn_like(x, generator), x_mean
 
 
 class AncestralPredictor:
-  """Ancestral sampling of the discrete chain: DDPM for VP (Ho et al. 2020, Alg. 2 with the
-  score in place of -eps/sqrt(1 - abar)), SMLD for VE (Song et al. 2021, Eq. 47)."""
+  """Ancestral sampling of the discrete chain x_t = a x_prev + G z: x_mean = (x + G^2 s) / a,
+  noise G z for DDPM (VP; Ho et al. 2020, Alg. 2 with the score in place of -eps/sqrt(1 - abar))
+  or the posterior's sqrt(r) G z for SMLD (VE; Song et al. 2021, Eq. 47), as `sde.ancestral_variance`
+  says. Needs an SDE with a discrete chain."""
 
-  def __init__(self, sde: SDE, score_fn):
-    if isinstance(sde, SubVPSDE) or not isinstance(sde, (VPSDE, VESDE)):
-      raise ValueError('the ancestral predictor is defined for VP and VE SDEs only '
-                       "(sub-VP has no discrete chain); use 'reverse_diffusion' or 'euler_maruyama'")
-    self.sde, self.score_fn = sde, score_fn
+  def __init__(self, sde: SDE, score_fn, on_chain: bool = True):
+    if not sde.has_discrete_chain:
+      raise ValueError(f'the ancestral predictor needs a discrete chain and {type(sde).__name__} '
+                       "has none; use 'reverse_diffusion' or 'euler_maruyama'")
+    self.sde, self.score_fn, self.on_chain = sde, score_fn, on_chain
 
   def __call__(self, x, t, dt, generator):
-    sde, i = self.sde, self.sde.step_index(t).cpu()
-    score = self.score_fn(x, t)
-    if isinstance(sde, VESDE):
-      sigma = sde.discrete_sigmas[i]
-      prev = torch.where(i == 0, torch.zeros_like(sigma), sde.discrete_sigmas[(i - 1).clamp(min=0)])
-      var_step = (sigma ** 2 - prev ** 2).to(x)
-      std = torch.sqrt(prev ** 2 * (sigma ** 2 - prev ** 2) / sigma ** 2).to(x)
-      x_mean = x + score * bcast(var_step, x)
-    else:
-      beta = sde.discrete_betas[i].to(x)
-      x_mean = (x + bcast(beta, x) * score) / bcast(torch.sqrt(1.0 - beta), x)
-      std = torch.sqrt(beta)
-    return x_mean + bcast(std, x) * randn_like(x, generator), x_mean
+    a, g2, r = self.sde.chain_step(t, None if self.on_chain else -dt)
+    x_mean = (x + bcast(g2, x) * self.score_fn(x, t)) / bcast(a, x)
+    var = g2 * r if self.sde.ancestral_variance == 'posterior' else g2
+    return x_mean + bcast(torch.sqrt(var), x) * randn_like(x, generator), x_mean
 
 
 class NonePredictor:
-  def __init__(self, sde, score_fn):
+  def __init__(self, sde, score_fn, on_chain: bool = True):
     pass
 
   def __call__(self, x, t, dt, generator):
     return x, x
 
 
-def _langevin_alpha(sde: SDE, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-  """alpha_i of Song et al. Alg. 4/5: 1 - beta_i for VP and sub-VP (shared DDPM table), 1 for VE."""
-  if isinstance(sde, VPSDE):
-    return sde.alphas[sde.step_index(t).cpu()].to(like)
-  return torch.ones_like(t)
+def _langevin_alpha(sde: SDE, t: torch.Tensor, on_chain: bool, dt: float) -> torch.Tensor:
+  """alpha_i of Song et al. Alg. 4/5: a_i^2 of the chain step into t, i.e. 1 - beta_i for VP
+  (DDPM table) and 1 for VE; the exact step over T/N for an SDE without a chain (sub-VP)."""
+  if not on_chain:
+    return sde.chain_step(t, dt)[0] ** 2
+  return sde.chain_step(t, None if sde.has_discrete_chain else sde.T / sde.N)[0] ** 2
 
 
 class LangevinCorrector:
@@ -85,12 +82,17 @@ class LangevinCorrector:
   per-sample ratios are unstable in low dimension, where ||s|| can vanish near a mode.
   """
 
-  def __init__(self, sde: SDE, score_fn, snr: float, n_steps: int):
+  def __init__(self, sde: SDE, score_fn, snr: float, n_steps: int, on_chain: bool = True,
+               grid_dt: float = 0.0):
     self.sde, self.score_fn, self.snr, self.n_steps = sde, score_fn, snr, n_steps
+    self.on_chain, self.grid_dt = on_chain, grid_dt
+
+  def alpha(self, t):
+    return _langevin_alpha(self.sde, t, self.on_chain, self.grid_dt)
 
   def step_size(self, x, t, grad, noise):
     ratio = self.snr * batch_norm2(noise).mean() / batch_norm2(grad).mean().clamp_min(1e-12)
-    return 2 * ratio ** 2 * _langevin_alpha(self.sde, t, x)
+    return 2 * ratio ** 2 * self.alpha(t)
 
   def __call__(self, x, t, generator):
     x_mean = x
@@ -107,11 +109,11 @@ class AnnealedLangevinCorrector(LangevinCorrector):
   """Annealed Langevin dynamics (Song & Ermon 2019): step 2 alpha (snr sigma(t))^2."""
 
   def step_size(self, x, t, grad, noise):
-    return 2 * (self.snr * self.sde.marginal_std(t)) ** 2 * _langevin_alpha(self.sde, t, x)
+    return 2 * (self.snr * self.sde.marginal_std(t)) ** 2 * self.alpha(t)
 
 
 class NoneCorrector:
-  def __init__(self, sde, score_fn, snr, n_steps):
+  def __init__(self, sde, score_fn, snr, n_steps, on_chain=True, grid_dt=0.0):
     self.n_steps = 0
 
   def __call__(self, x, t, generator):
@@ -130,6 +132,22 @@ def _lookup(table: dict, name: str, kind: str):
   return table[key]
 
 
+def build_pc(sde: SDE, score_fn, steps: int, eps: float, predictor: str, corrector: str,
+             snr: float, n_steps: int):
+  """(predict, correct, times) for `steps` PC steps on the grid linspace(T, eps, steps) + [0].
+
+  With steps = sde.N the predictor and the corrector's alpha_i use the SDE's own discrete
+  chain, exactly as score_sde; otherwise the exact Gaussian step over each grid interval, so
+  that any step count gives a valid chain (an N-step DDPM table with N < beta_max has beta > 1).
+  """
+  on_chain = steps == sde.N
+  times = torch.linspace(sde.T, eps, steps, dtype=torch.float64).tolist() + [0.0]
+  grid_dt = times[0] - times[1] if steps > 1 else sde.T - eps
+  predict = _lookup(PREDICTORS, predictor, 'predictor')(sde, score_fn, on_chain)
+  correct = _lookup(CORRECTORS, corrector, 'corrector')(sde, score_fn, snr, n_steps, on_chain, grid_dt)
+  return predict, correct, times
+
+
 def pc_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, eps: float = 1e-3,
               denoise: bool = True, generator=None, predictor: str = 'reverse_diffusion',
               corrector: str = 'langevin', snr: float = 0.16, n_steps: int = 1,
@@ -137,14 +155,10 @@ def pc_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, 
   """Run Alg. 1 of Song et al. 2021 from x ~ p_T `[B, ...]` down to t = eps.
 
   Returns the last predictor's noise-free mean if `denoise` (score_sde's "noise_removal"),
-  else the last noisy state. `steps` defaults to `sde.N`; the discrete chains used by the
-  reverse-diffusion and ancestral predictors are rebuilt with N = steps.
+  else the last noisy state. `steps` defaults to `sde.N` (see `build_pc` for other counts).
   """
   steps = steps or sde.N
-  sde = sde.with_steps(steps)
-  predict = _lookup(PREDICTORS, predictor, 'predictor')(sde, score_fn)
-  correct = _lookup(CORRECTORS, corrector, 'corrector')(sde, score_fn, snr, n_steps)
-  times = torch.linspace(sde.T, eps, steps, dtype=torch.float64).tolist() + [0.0]
+  predict, correct, times = build_pc(sde, score_fn, steps, eps, predictor, corrector, snr, n_steps)
   x_mean = x
   for j in (progress(range(steps)) if progress else range(steps)):
     t = full_t(times[j], x.shape[0], x)

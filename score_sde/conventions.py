@@ -1,0 +1,109 @@
+"""The one home of the conversions between what a network may predict and the score.
+
+For the Gaussian perturbation kernel x_t = alpha x_0 + sigma z (any SDE; alpha, sigma are
+`[B]` and broadcast against `x [B, ...]` of any rank):
+
+  score = -eps / sigma                              (Ho et al. 2020; Song et al. 2021, Eq. 7)
+  x0    = (x + sigma^2 score) / alpha               (Tweedie's formula; Efron 2011)
+  score = (alpha x0 - x) / sigma^2                  (its inverse)
+
+The EDM denoiser D(x_hat; sigma_e) of Karras et al. 2022 is the x0 prediction in the scaled
+variable x_hat = x / alpha with sigma_e = sigma / alpha. Time labels (what a network is told
+about the time) are also defined here: `time_label(kind, sde, t)`.
+"""
+from __future__ import annotations
+
+import torch
+
+from score_sde.utils import bcast
+
+PARAMETERIZATIONS = ('eps', 'score', 'x0')
+TIME_LABELS = ('t999', 'sigma', 'index', 't')
+
+
+def _b(v, x):
+  return bcast(v, x) if torch.is_tensor(v) else v
+
+
+def score_from_eps(eps: torch.Tensor, sigma) -> torch.Tensor:
+  """-eps / sigma."""
+  return -eps / _b(sigma, eps)
+
+
+def eps_from_score(score: torch.Tensor, sigma) -> torch.Tensor:
+  """-sigma score."""
+  return -_b(sigma, score) * score
+
+
+def x0_from_score(x: torch.Tensor, score: torch.Tensor, alpha, sigma) -> torch.Tensor:
+  """Tweedie: E[x_0 | x_t] = (x + sigma^2 score) / alpha."""
+  return (x + _b(sigma, x) ** 2 * score) / _b(alpha, x)
+
+
+def score_from_x0(x: torch.Tensor, x0: torch.Tensor, alpha, sigma) -> torch.Tensor:
+  """(alpha x0 - x) / sigma^2: the score of N(alpha x0, sigma^2 I) at x."""
+  return (_b(alpha, x) * x0 - x) / _b(sigma, x) ** 2
+
+
+def x0_from_eps(x: torch.Tensor, eps: torch.Tensor, alpha, sigma) -> torch.Tensor:
+  """(x - sigma eps) / alpha."""
+  return (x - _b(sigma, x) * eps) / _b(alpha, x)
+
+
+def eps_from_x0(x: torch.Tensor, x0: torch.Tensor, alpha, sigma) -> torch.Tensor:
+  """(x - alpha x0) / sigma."""
+  return (x - _b(alpha, x) * x0) / _b(sigma, x)
+
+
+def to_score(output: torch.Tensor, x: torch.Tensor, parameterization: str, alpha, sigma):
+  """The score from a network `output` shaped like x, given what it predicts."""
+  if parameterization == 'score':
+    return output
+  if parameterization == 'eps':
+    return score_from_eps(output, sigma)
+  if parameterization == 'x0':
+    return score_from_x0(x, output, alpha, sigma)
+  raise ValueError(f"unknown parameterization '{parameterization}'; "
+                   f"choose one of: {', '.join(PARAMETERIZATIONS)}")
+
+
+def from_score(score: torch.Tensor, x: torch.Tensor, parameterization: str, alpha, sigma):
+  """Inverse of `to_score`: what a network of that parameterization outputs for this score."""
+  if parameterization == 'score':
+    return score
+  if parameterization == 'eps':
+    return eps_from_score(score, sigma)
+  if parameterization == 'x0':
+    return x0_from_score(x, score, alpha, sigma)
+  raise ValueError(f"unknown parameterization '{parameterization}'; "
+                   f"choose one of: {', '.join(PARAMETERIZATIONS)}")
+
+
+def time_label(kind: str, sde, t: torch.Tensor) -> torch.Tensor:
+  """The `[B]` label a network is conditioned on at times t `[B]`:
+
+  - 't999':  999 t (continuous VP / sub-VP networks of score_sde_pytorch);
+  - 'sigma': sigma(t) (continuous VE; NCSN++ embeds log sigma with Fourier features);
+  - 'index': the integer chain index the discrete-time network was trained on,
+             `sde.index_label(t)` (DDPM index for VP, N - 1 - i for SMLD's descending sigmas);
+  - 't':     t itself.
+  """
+  if kind == 't999':
+    return 999.0 * t
+  if kind == 'sigma':
+    return sde.marginal_std(t)
+  if kind == 'index':
+    return sde.index_label(t).to(t.dtype)
+  if kind == 't':
+    return t
+  raise ValueError(f"unknown time label '{kind}'; choose one of: {', '.join(TIME_LABELS)}")
+
+
+def label_kernel(kind: str, sde, t: torch.Tensor):
+  """(alpha, sigma) `[B]` that scale an eps / x0 output for a network with labels `kind`: the
+  chain's own kernel at the label's index for a discrete ('index') model of an SDE with a
+  chain (e.g. DDPM's sqrt(1 - abar_i), as score_sde_pytorch), else the continuous alpha(t), sigma(t)."""
+  if kind == 'index' and sde.has_discrete_chain:
+    alpha, sigma = sde.discrete_kernel(sde.index_of_time(t).cpu())
+    return alpha.to(t), sigma.to(t)
+  return sde.mean_coeff(t), sde.marginal_std(t)
