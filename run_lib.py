@@ -263,7 +263,7 @@ def generate(config, model, num_samples: int, solver: str | None = None, progres
   solver = (solver or config.sampling.method).lower()
   if solver not in SOLVERS:
     raise UserError(f"unknown solver '{solver}'; choose one of: {', '.join(SOLVERS)}")
-  d, s = config.data, config.sampling
+  s = config.sampling
   shape = data_shape(config)
   device = next(model.parameters()).device
   inverse = datasets.get_data_inverse_scaler(config)

@@ -55,28 +55,33 @@ def eps_from_x0(x: torch.Tensor, x0: torch.Tensor, alpha, sigma) -> torch.Tensor
   return (x - _b(alpha, x) * x0) / _b(sigma, x)
 
 
+_TO_SCORE = {  # parameterization -> (output, x, alpha, sigma) -> score
+    'score': lambda out, x, alpha, sigma: out,
+    'eps': lambda out, x, alpha, sigma: score_from_eps(out, sigma),
+    'x0': lambda out, x, alpha, sigma: score_from_x0(x, out, alpha, sigma),
+}
+_FROM_SCORE = {  # parameterization -> (score, x, alpha, sigma) -> output
+    'score': lambda score, x, alpha, sigma: score,
+    'eps': lambda score, x, alpha, sigma: eps_from_score(score, sigma),
+    'x0': lambda score, x, alpha, sigma: x0_from_score(x, score, alpha, sigma),
+}
+
+
+def _pick(table: dict, parameterization: str):
+  if parameterization not in table:
+    raise ValueError(f"unknown parameterization '{parameterization}'; "
+                     f"choose one of: {', '.join(PARAMETERIZATIONS)}")
+  return table[parameterization]
+
+
 def to_score(output: torch.Tensor, x: torch.Tensor, parameterization: str, alpha, sigma):
   """The score from a network `output` shaped like x, given what it predicts."""
-  if parameterization == 'score':
-    return output
-  if parameterization == 'eps':
-    return score_from_eps(output, sigma)
-  if parameterization == 'x0':
-    return score_from_x0(x, output, alpha, sigma)
-  raise ValueError(f"unknown parameterization '{parameterization}'; "
-                   f"choose one of: {', '.join(PARAMETERIZATIONS)}")
+  return _pick(_TO_SCORE, parameterization)(output, x, alpha, sigma)
 
 
 def from_score(score: torch.Tensor, x: torch.Tensor, parameterization: str, alpha, sigma):
   """Inverse of `to_score`: what a network of that parameterization outputs for this score."""
-  if parameterization == 'score':
-    return score
-  if parameterization == 'eps':
-    return eps_from_score(score, sigma)
-  if parameterization == 'x0':
-    return x0_from_score(x, score, alpha, sigma)
-  raise ValueError(f"unknown parameterization '{parameterization}'; "
-                   f"choose one of: {', '.join(PARAMETERIZATIONS)}")
+  return _pick(_FROM_SCORE, parameterization)(score, x, alpha, sigma)
 
 
 def time_label(kind: str, sde, t: torch.Tensor) -> torch.Tensor:

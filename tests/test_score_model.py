@@ -18,7 +18,7 @@ from score_sde.analytic import GaussianMixture
 from score_sde.checkpoint import CheckpointError, save_checkpoint
 from score_sde.models import (NETWORKS, ScoreModel, checkpoint_metadata, create_model,
                               load_checkpoint)
-from score_sde.sdes import SDES, SubVPSDE, VESDE, VPSDE
+from score_sde.sdes import SDES
 
 MIX = GaussianMixture([[1.0, -1.0, 0.5], [-1.0, 0.5, 0.0]], [[0.3, 0.5, 0.2], [0.6, 0.2, 0.4]], [0.4, 0.6])
 
