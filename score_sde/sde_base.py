@@ -96,10 +96,6 @@ class SDE(abc.ABC):
     """
     return torch.floor(t * (self.N - 1) / self.T + 1e-4).long().clamp(0, self.N - 1)
 
-  def step_index(self, t: torch.Tensor) -> torch.Tensor:
-    """Alias of `index_of_time` (older name)."""
-    return self.index_of_time(t)
-
   @property
   def has_discrete_chain(self) -> bool:
     """Whether the SDE defines a discrete chain (DDPM / SMLD) with `discrete_kernel`."""

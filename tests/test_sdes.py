@@ -125,3 +125,38 @@ def test_with_steps_rebuilds_tables():
   assert sde.N == 10 and len(sde.discrete_betas) == 10
   assert abs(sde.discrete_betas[-1].item() - 2.0) < 1e-12
   assert VESDE().with_steps(1000).N == 1000
+
+
+@pytest.mark.parametrize('name', list(SDES))
+def test_exact_chain_step_is_the_transition_kernel(name):
+  """chain_step(t, dt) = (a, G^2, r) of x_t = a x_s + G z, s = t - dt, against quadrature of the
+  linear SDE: a = exp(int_s^t f'), G^2 = int_s^t exp(2 int_u^t f') g(u)^2 du (f = f' x)."""
+  sde = SDES[name]
+  for t, dt in [(0.9, 0.3), (0.5, 0.05), (0.02, 0.02)]:
+    a, g2, r = sde.chain_step(torch.tensor([t], dtype=torch.float64), dt)
+    u = torch.linspace(t - dt, t, 20001, dtype=torch.float64)
+    one = torch.ones(len(u), 1, dtype=torch.float64)
+    f, g = sde.sde(one, u)
+    log_a = torch.cumulative_trapezoid(f[:, 0], u)            # int_s^u f'
+    log_a = torch.cat([torch.zeros(1, dtype=torch.float64), log_a])
+    decay = torch.exp(2 * (log_a[-1] - log_a))                 # exp(2 int_u^t f')
+    torch.testing.assert_close(a, torch.exp(log_a[-1:]), rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(g2, torch.trapezoid(decay * g ** 2, u).reshape(1), rtol=1e-5, atol=1e-9)
+    std = sde.marginal_std
+    tt, ss = torch.tensor([t], dtype=torch.float64), torch.tensor([t - dt], dtype=torch.float64)
+    torch.testing.assert_close(r, std(ss) ** 2 / std(tt) ** 2)
+
+
+def test_own_chain_step_is_the_table():
+  """dt=None: DDPM's (sqrt(1 - beta_i), beta_i) and SMLD's (1, sigma_i^2 - sigma_{i-1}^2)."""
+  vp, ve = VPSDE(N=20), VESDE(N=20)
+  i = torch.arange(20)
+  a, g2, _ = vp.chain_step(vp.time_of_index(i.double()))
+  torch.testing.assert_close(g2, vp.discrete_betas)
+  torch.testing.assert_close(a, torch.sqrt(1 - vp.discrete_betas))
+  a, g2, r = ve.chain_step(ve.time_of_index(i.double()))
+  prev = torch.cat([torch.zeros(1, dtype=torch.float64), ve.discrete_sigmas[:-1]])
+  torch.testing.assert_close(g2, ve.discrete_sigmas ** 2 - prev ** 2)
+  torch.testing.assert_close(r, prev ** 2 / ve.discrete_sigmas ** 2)
+  assert a.eq(1).all()
+  assert not SubVPSDE().has_discrete_chain and SubVPSDE().discrete_kernel(i) is None

@@ -12,11 +12,9 @@ import dataclasses
 from typing import Callable
 
 from score_sde import checkpoint as _ckpt
-from score_sde.models.ddpm import DDPM
 from score_sde.models.ema import ExponentialMovingAverage
 from score_sde.models.mlp import MLP
-from score_sde.models.ncsnpp import NCSNpp
-from score_sde.models.ncsnv2 import NCSNv2, NCSNv2_128, NCSNv2_256
+from score_sde.models.networks import NETWORKS as _REFERENCE_NETWORKS
 from score_sde.models.score_model import ScoreModel, resolve_conventions
 from score_sde.models.unet import SmallUNet
 
@@ -34,11 +32,8 @@ class NetworkSpec:
 NETWORKS = {
     'mlp': NetworkSpec(MLP.from_config, 'eps', 't999', flat=True),   # toys
     'unet': NetworkSpec(SmallUNet.from_config, 'eps', 't999'),       # small images
-    'ncsnpp': NetworkSpec(NCSNpp),        # NCSN++ / DDPM++ (Song et al. 2021)
-    'ddpm': NetworkSpec(DDPM),            # Ho et al. 2020
-    'ncsnv2_64': NetworkSpec(NCSNv2),     # Song & Ermon 2020, images < 96 px
-    'ncsnv2_128': NetworkSpec(NCSNv2_128),
-    'ncsnv2_256': NetworkSpec(NCSNv2_256),
+    # ncsnpp (NCSN++/DDPM++), ddpm, ncsnv2_*: score_sde_pytorch's conventions for the SDE
+    **{name: NetworkSpec(cls) for name, cls in _REFERENCE_NETWORKS.items()},
 }
 
 
