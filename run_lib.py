@@ -131,7 +131,13 @@ class Trainer:
       return
     try:
       state = ckpt.read_checkpoint(found[1], map_location=self.device)
+    except (ckpt.CheckpointError, ValueError) as e:
+      raise UserError(f'cannot resume from {found[1]}: {e} (delete it to resume from an older one)') from None
+    try:  # a run resumed with another SDE / network / convention would silently train garbage
       check_metadata(state.get('meta'), self.config, self.model, f'checkpoint {found[1]}')
+    except ckpt.CheckpointError as e:
+      raise UserError(str(e)) from None
+    try:
       ckpt.load_weights(self.model.net, state['model'], where=f'checkpoint {found[1]}')
       self.ema.load_state_dict(state['ema'])
       self.optimizer.load_state_dict(state['optimizer'])

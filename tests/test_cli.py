@@ -46,6 +46,8 @@ def test_train_resume_sample_likelihood(tmp_path):
   proc = run(*cfg, '--mode', 'sample', '--config.training.sde=vesde', check=False)
   _one_line_error(proc, 'checkpoint_20.pth holds a model with sde vpsde(')
   assert 'the config gives vesde(' in proc.stderr
+  resume = run(*cfg, '--mode', 'train', '--config.training.n_iters=25', '--config.training.sde=vesde', check=False)
+  _one_line_error(resume, 'holds a model with sde vpsde(')
 
 
 def test_digits_image_pipeline(tmp_path):
