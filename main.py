@@ -1,15 +1,18 @@
 """Command line: `python main.py --mode train|sample|likelihood --config CFG --workdir DIR`.
 
-Only parses flags and dispatches to run_lib; errors in the user's input are printed as one
-line (no traceback) with a non-zero exit status.
+Only parses flags and dispatches to run_lib. Errors in the user's input (`UserError`,
+including a bad config file, an unknown config key or an out-of-range value) are printed as
+one line with a non-zero exit status; any other exception is a bug and keeps its traceback.
 """
 import logging
+import os
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
 import run_lib
+from score_sde.errors import ConfigError, UserError, one_line
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).', lock_config=True)
@@ -26,24 +29,63 @@ MODES = {
 }
 
 
+def _config_path(argv) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def parse_flags(argv):
+  """absl flag parsing with the config file's and the overrides' problems as ConfigErrors."""
+  from configs.default import get_default_config
+  from score_sde.config_check import check_override_keys
+  path = _config_path(argv)
+  if path is not None and not os.path.isfile(path.split(':', 1)[0]):
+    raise ConfigError(f'config file not found: {path}')
+  check_override_keys(argv, get_default_config())
+  try:
+    return FLAGS(argv)
+  except SyntaxError as e:
+    raise ConfigError(f'config file {path} has a syntax error at line {e.lineno}: {e.msg}') from None
+  except flags.Error as e:
+    text = str(e)
+    if 'Error whilst parsing config file' in text:  # an exception inside get_config()
+      last = [l for l in text.strip().splitlines() if l.strip()][-1]
+      raise ConfigError(f'config file {path} failed to load: {one_line(last)}') from None
+    raise ConfigError(one_line(text)) from None
+
+
 def main(argv):
   del argv
   logging.getLogger().setLevel(logging.INFO)
+  run_lib.check_config(FLAGS.config)
+  MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
+
+
+def _fail(e: UserError):
+  print(f'error: {one_line(e)}', file=sys.stderr)
+  sys.exit(e.exit_code)
+
+
+def _parse_or_fail(argv):
   try:
-    MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
-  except run_lib.UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    return parse_flags(argv)
+  except UserError as e:
+    _fail(e)
 
 
 def run():
-  """Entry point that turns config-file/flag errors into one-line messages."""
+  """Entry point: user errors as one line, bugs with their traceback."""
   try:
-    app.run(main)
-  except (AttributeError, KeyError, TypeError, ValueError, FileNotFoundError) as e:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    print(f'error: {first}', file=sys.stderr)
-    sys.exit(2)
+    app.run(main, flags_parser=_parse_or_fail)
+  except UserError as e:
+    _fail(e)
+  except KeyboardInterrupt:
+    print('error: interrupted (Ctrl-C)', file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == '__main__':

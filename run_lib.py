@@ -8,48 +8,56 @@ Work directory layout:
 """
 from __future__ import annotations
 
-import json
-import logging
 import math
 import os
+import signal
 
 import numpy as np
 import torch
 import tqdm
 
 from score_sde import checkpoint as ckpt
-from score_sde import datasets, losses, optim, visualize
+from score_sde import config_check, datasets, visualize
+from score_sde.errors import Interrupted, TrainingError, UserError  # noqa: F401 (re-exported)
 from score_sde.likelihood import bits_per_dim, log_likelihood
-from score_sde.models import (ExponentialMovingAverage, check_metadata, checkpoint_metadata,
-                              create_model, data_shape, load_checkpoint)
+from score_sde.models import data_shape, load_checkpoint
 from score_sde.sampling import SOLVERS, sample as run_sampler, solver_options
-from score_sde.sdes import get_sde
+from score_sde.trainer import StopSignals, Trainer, ckpt_dir, get_device, latest_checkpoint
 
 
-class UserError(Exception):
-  """A problem with the user's input, reported by main.py as one line without a traceback."""
+def check_config(config) -> None:
+  """Validate every config value (a one-line ConfigError names the key and its range)."""
+  config_check.validate(config)
 
 
-class TrainingError(UserError):
-  """Training cannot continue (e.g. a non-finite loss)."""
+def ensure_writable(folder: str, what: str) -> str:
+  """Create `folder` if needed and check that a file can be written in it, before any work
+  whose result would be lost; a one-line UserError otherwise. Returns the folder."""
+  try:
+    os.makedirs(folder, exist_ok=True)
+    probe = os.path.join(folder, f'.write_test.{os.getpid()}')
+    with open(probe, 'wb') as f:
+      f.write(b'ok')
+    os.remove(probe)
+  except OSError as e:
+    blocker = _file_in_path(folder)
+    if blocker is not None:
+      raise UserError(f'cannot write {what} in {folder}: {blocker} is a file, not a directory') from None
+    raise UserError(f'cannot write {what} in {folder}: {e.strerror or e}') from None
+  return folder
 
 
-def get_device(config) -> torch.device:
-  want = config.runtime.device
-  if want == 'auto':
-    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-  if want.startswith('cuda') and not torch.cuda.is_available():
-    raise UserError(f"config.runtime.device is '{want}' but CUDA is not available")
-  return torch.device(want)
-
-
-def ckpt_dir(workdir: str) -> str:
-  return os.path.join(workdir, 'checkpoints')
-
-
-def latest_checkpoint(workdir: str) -> tuple[int, str] | None:
-  found = ckpt.list_checkpoints(ckpt_dir(workdir))
-  return found[-1] if found else None
+def _file_in_path(folder: str) -> str | None:
+  """The first component of `folder` that exists and is not a directory, if any."""
+  path = os.path.abspath(folder)
+  parts = []
+  while path and path != os.path.dirname(path):
+    parts.append(path)
+    path = os.path.dirname(path)
+  for p in reversed(parts):
+    if os.path.exists(p) and not os.path.isdir(p):
+      return p
+  return None
 
 
 def _dataset(config, split):
@@ -59,152 +67,52 @@ def _dataset(config, split):
     raise UserError(str(e)) from None
 
 
-def _check_batch_shape(x: torch.Tensor, config) -> None:
-  d = config.data
-  want = (d.num_channels,) if x.ndim == 2 else (d.num_channels, d.image_size, d.image_size)
-  if tuple(x.shape[1:]) != want:
-    raise UserError(f'data has shape {tuple(x.shape[1:])} per item but the config expects {want} '
-                    '(check config.data.image_size / num_channels)')
-
-
 def _autocast(config, device):
   enabled = config.runtime.amp == 'bf16'
   return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def _drop_labels(y, config):
-  """Classifier-free training: replace y by the null label with probability p_uncond."""
-  if not config.model.class_conditional:
-    return None
-  drop = torch.rand(y.shape, device=y.device) < config.training.p_uncond
-  return torch.where(drop, torch.full_like(y, config.data.num_classes), y)
-
-
-class Trainer:
-  """State of one training run: model, EMA, optimizer, data order and step."""
-
-  def __init__(self, config, workdir: str):
-    self.config, self.workdir = config, workdir
-    self.device = get_device(config)
-    torch.manual_seed(config.seed)
-    self.sde = get_sde(config)
-    try:
-      self.model = create_model(config, self.sde).to(self.device)
-      self.loss_fn = losses.get_loss_fn_from_config(config, self.sde)
-    except ValueError as e:
-      raise UserError(str(e)) from None
-    if config.runtime.channels_last:
-      self.model = self.model.to(memory_format=torch.channels_last)
-    self.params = [p for p in self.model.parameters() if p.requires_grad]
-    self.ema = ExponentialMovingAverage(self.params, decay=config.model.ema_rate)
-    self.optimizer = optim.get_optimizer(config, self.params)
-    data = _dataset(config, 'train')
-    _check_batch_shape(data[0][0][None], config)
-    self.loader = datasets.InfiniteLoader(
-        data, config.training.batch_size, seed=config.seed,
-        num_workers=config.data.num_workers, device=self.device,
-        pin_memory=self.device.type == 'cuda')
-    self.scaler = datasets.get_data_scaler(config)
-    self.step = 0
-    self.compiled = torch.compile(self.model) if config.runtime.compile else self.model
-
-  def state(self) -> dict:
-    rng = {'cpu': torch.get_rng_state()}
-    if torch.cuda.is_available():
-      rng['cuda'] = torch.cuda.get_rng_state_all()
-    return {'model': self.model.net.state_dict(), 'ema': self.ema.state_dict(),
-            'optimizer': self.optimizer.state_dict(), 'step': self.step, 'rng': rng,
-            'loader': self.loader.state_dict(), 'meta': checkpoint_metadata(self.config, self.model)}
-
-  def save(self) -> str:
-    tr = self.config.training
-    path = os.path.join(ckpt_dir(self.workdir), f'checkpoint_{self.step}.pth')
-    ckpt.save_checkpoint(path, self.state())
-    keep_forever = lambda s: tr.snapshot_freq > 0 and s % tr.snapshot_freq == 0
-    ckpt.prune_checkpoints(ckpt_dir(self.workdir), tr.keep_checkpoints, protect=keep_forever)
-    return path
-
-  def restore(self) -> None:
-    """Resume from the newest checkpoint of the workdir, if any."""
-    found = latest_checkpoint(self.workdir)
-    if found is None:
-      return
-    try:
-      state = ckpt.read_checkpoint(found[1], map_location=self.device)
-    except (ckpt.CheckpointError, ValueError) as e:
-      raise UserError(f'cannot resume from {found[1]}: {e} (delete it to resume from an older one)') from None
-    try:  # a run resumed with another SDE / network / convention would silently train garbage
-      check_metadata(state.get('meta'), self.config, self.model, f'checkpoint {found[1]}')
-    except ckpt.CheckpointError as e:
-      raise UserError(str(e)) from None
-    try:
-      ckpt.load_weights(self.model.net, state['model'], where=f'checkpoint {found[1]}')
-      self.ema.load_state_dict(state['ema'])
-      self.optimizer.load_state_dict(state['optimizer'])
-    except (ckpt.CheckpointError, KeyError, ValueError) as e:
-      raise UserError(f'cannot resume from {found[1]}: {e} (delete it to resume from an older one)') from None
-    self.step = int(state['step'])
-    if 'loader' in state:
-      self.loader.load_state_dict(state['loader'])
-    rng = state.get('rng', {})
-    if 'cpu' in rng:
-      torch.set_rng_state(rng['cpu'].cpu())
-    if 'cuda' in rng and torch.cuda.is_available():
-      torch.cuda.set_rng_state_all([s.cpu() for s in rng['cuda']])
-    logging.info('resumed from %s at step %d', found[1], self.step)
-
-  def train_step(self) -> dict:
-    """One optimisation step; returns loss, lr and grad norm (or raises on a bad loss)."""
-    x, y = next(self.loader)
-    if self.config.data.uniform_dequantization:
-      x = datasets.dequantize(x)
-    x = self.scaler(x)
-    if self.config.runtime.channels_last and x.ndim == 4:
-      x = x.contiguous(memory_format=torch.channels_last)
-    with _autocast(self.config, self.device):
-      out = self.loss_fn(self.compiled, x, _drop_labels(y, self.config))
-    self.optimizer.zero_grad(set_to_none=True)
-    if not torch.isfinite(out.loss):
-      return self._bad_loss(out.loss)
-    out.loss.backward()
-    o = self.config.optim
-    self.step += 1
-    norm = optim.optimization_step(self.optimizer, self.params, self.step, o.lr, o.warmup, o.grad_clip)
-    self.ema.update(self.params)
-    return {'loss': out.loss.item(), 'lr': self.optimizer.param_groups[0]['lr'], 'grad_norm': norm}
-
-  def _bad_loss(self, loss) -> dict:
-    if self.config.training.nan_policy == 'skip':
-      logging.warning('non-finite loss %s at step %d: step skipped', loss.item(), self.step + 1)
-      return {'loss': float('nan')}
-    last = latest_checkpoint(self.workdir)
-    raise TrainingError(f'non-finite loss ({loss.item()}) at step {self.step + 1}; last good '
-                        f"checkpoint: {last[1] if last else 'none'}")
-
-
 def train(config, workdir: str) -> dict:
-  """Train (resuming from the workdir's newest checkpoint) until config.training.n_iters."""
+  """Train (resuming from the workdir's newest checkpoint) until config.training.n_iters.
+
+  SIGTERM / SIGINT save a checkpoint at the current step and raise `Interrupted`."""
   from torch.utils.tensorboard import SummaryWriter
+  ensure_writable(ckpt_dir(workdir), 'checkpoints')
   trainer = Trainer(config, workdir)
   trainer.restore()
   tr = config.training
   writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
   metrics = {}
-  with tqdm.tqdm(total=tr.n_iters, initial=trainer.step, desc='train', dynamic_ncols=True) as bar:
-    while trainer.step < tr.n_iters:
+  with StopSignals() as stop, tqdm.tqdm(total=tr.n_iters, initial=trainer.step, desc='train',
+                                        dynamic_ncols=True) as bar:
+    while trainer.step < tr.n_iters and stop.received is None:
+      before = trainer.step
       metrics = trainer.train_step()
+      if trainer.step == before:
+        continue  # a skipped non-finite step: nothing to log or save
       bar.update(1)
-      step = trainer.step
-      if step % tr.log_freq == 0 and 'lr' in metrics:
-        for k, v in metrics.items():
-          writer.add_scalar(f'train/{k}', v, step)
-        bar.set_postfix(loss=f"{metrics['loss']:.4g}")
-      if step % tr.snapshot_freq_for_preemption == 0 or step % tr.snapshot_freq == 0 or step == tr.n_iters:
-        trainer.save()
-      if tr.snapshot_sampling and step % tr.snapshot_freq == 0:
-        writer.add_image('samples', _snapshot_samples(config, trainer), step, dataformats='HWC')
+      _after_step(config, trainer, writer, metrics, bar)
+    if stop.received is not None:
+      path = trainer.save()
+      writer.close()
+      name = 'SIGTERM' if stop.received == signal.SIGTERM else 'SIGINT'
+      raise Interrupted(f'stopped by {name} at step {trainer.step}; saved {path}; run the same '
+                        'command again to resume', stop.received)
   writer.close()
   return metrics
+
+
+def _after_step(config, trainer: Trainer, writer, metrics: dict, bar) -> None:
+  """Logging, checkpoints and snapshot samples after optimisation step `trainer.step`."""
+  tr, step = config.training, trainer.step
+  if step % tr.log_freq == 0:
+    for k, v in metrics.items():
+      writer.add_scalar(f'train/{k}', v, step)
+    bar.set_postfix(loss=f"{metrics['loss']:.4g}")
+  if step % tr.snapshot_freq_for_preemption == 0 or step % tr.snapshot_freq == 0 or step == tr.n_iters:
+    trainer.save()
+  if tr.snapshot_sampling and step % tr.snapshot_freq == 0:
+    writer.add_image('samples', _snapshot_samples(config, trainer), step, dataformats='HWC')
 
 
 def _snapshot_samples(config, trainer: Trainer) -> np.ndarray:
@@ -294,16 +202,25 @@ def generate(config, model, num_samples: int, solver: str | None = None, progres
 
 def sample(config, workdir: str, solver: str | None = None, checkpoint: str = '') -> str:
   """Sample config.sampling.num_samples; write samples/<solver>_<step>.png and .npz."""
+  ensure_writable(os.path.join(workdir, 'samples'), 'samples')
   model, path = load_eval_model(config, workdir, checkpoint)
   solver = (solver or config.sampling.method).lower()
   bar = lambda it: tqdm.tqdm(it, desc=f'sample ({solver})', leave=False, dynamic_ncols=True)
   x, nfe = generate(config, model, config.sampling.num_samples, solver, progress=bar)
   stem = os.path.join(workdir, 'samples', f'{solver}_{os.path.basename(path)[:-4]}')
-  visualize.save_samples_png(x, stem + '.png', nrow=_grid_row(config, len(x)))
-  np.savez_compressed(stem + '.npz', samples=x.numpy(), nfe=nfe)
+  _write(stem + '.png', lambda p: visualize.save_samples_png(x, p, nrow=_grid_row(config, len(x))))
+  _write(stem + '.npz', lambda p: np.savez_compressed(p, samples=x.numpy(), nfe=nfe))
   print(f'wrote {len(x)} samples to {stem}.png and {stem}.npz (NFE per batch: '
         f'{nfe // max(1, math.ceil(len(x) / config.sampling.batch_size))})')
   return stem + '.png'
+
+
+def _write(path: str, writer) -> None:
+  """`writer(path)`, with a failed write (full disk, say) as a one-line UserError."""
+  try:
+    writer(path)
+  except OSError as e:
+    raise UserError(f'cannot write {path}: {e.strerror or e}') from None
 
 
 def _grid_row(config, n: int) -> int | None:
@@ -314,6 +231,7 @@ def _grid_row(config, n: int) -> int | None:
 
 def likelihood(config, workdir: str, checkpoint: str = '') -> dict:
   """Mean bits/dim (nats/dim for 2-D toys) of the test split, with its standard error."""
+  ensure_writable(workdir, 'likelihood.json')
   model, path = load_eval_model(config, workdir, checkpoint)
   device = next(model.parameters()).device
   data = _dataset(config, config.eval.bpd_dataset)
@@ -343,8 +261,7 @@ def likelihood(config, workdir: str, checkpoint: str = '') -> dict:
   report = {'checkpoint': path, 'unit': unit, 'mean': v.mean().item(),
             'stderr': (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else float('nan'),
             'num_examples': len(v)}
-  with open(os.path.join(workdir, 'likelihood.json'), 'w') as f:
-    json.dump(report, f, indent=2)
   print(f"{unit}: {report['mean']:.4f} +- {report['stderr']:.4f} over {len(v)} test examples "
         f'({os.path.basename(path)})')
+  _write(os.path.join(workdir, 'likelihood.json'), lambda p: ckpt.save_json(p, report))
   return report

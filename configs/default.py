@@ -27,6 +27,7 @@ def _training():
   t.importance_sampling = False   # with likelihood weighting: sample t ~ g^2/std^2
   t.p_uncond = 0.0                # classifier-free label dropout probability
   t.nan_policy = 'stop'           # stop | skip
+  t.max_nan_skips = 20            # nan_policy=skip: stop after this many non-finite losses in a row
   t.eps = 1e-5                    # smallest training time
   return t
 

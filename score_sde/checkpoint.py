@@ -5,26 +5,57 @@ Our format is the reference's plus extra keys: `{'model', 'ema', 'optimizer', 's
 'loader', 'meta', 'format'}` ('meta' records the SDE, network and conventions), with the EMA in the reference's `{'decay', 'num_updates',
 'shadow_params'}` layout, so either library can read the other's weights. A checkpoint is
 written to a temporary file in the same folder, fsynced and renamed (so a crash never
-leaves a torn file under the real name); its SHA-256 is written beside it
-(`<name>.sha256`) and verified on load when present.
+leaves a torn file under the real name). Its integrity data travel inside it: 'integrity'
+holds a SHA-256 of its contents (every tensor's dtype, shape and bytes, and every other
+value, in a canonical order), verified on every load, so a damaged file is refused even
+alone. The SHA-256 of the file's bytes is also written beside it (`<name>.sha256`) and
+verified when present.
 """
 from __future__ import annotations
 
 import glob
 import hashlib
 import io
+import json
 import os
 import re
 
 import torch
 
+from score_sde.errors import UserError
+
 FORMAT = 'score_sde/1'
 _NAME = re.compile(r'checkpoint_(\d+)\.pth$')
+TMP_MARK = '.tmp.'
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
   """A checkpoint that cannot be read or does not match the model (one-line message)."""
 
+
+def content_digest(obj) -> str:
+  """SHA-256 of a checkpoint's contents, independent of how they were serialised."""
+  h = hashlib.sha256()
+  _feed(h, obj)
+  return h.hexdigest()
+
+
+def _feed(h, obj) -> None:
+  if isinstance(obj, torch.Tensor):
+    t = obj.detach().cpu().contiguous()
+    h.update(f'T{t.dtype}{tuple(t.shape)}'.encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+  elif isinstance(obj, dict):
+    h.update(f'D{len(obj)}'.encode())
+    for k in sorted(obj, key=repr):
+      h.update(repr(k).encode())
+      _feed(h, obj[k])
+  elif isinstance(obj, (list, tuple)):
+    h.update(f'L{len(obj)}'.encode())
+    for v in obj:
+      _feed(h, v)
+  else:
+    h.update(f'{type(obj).__name__}:{obj!r}'.encode())
 
 def _fsync_dir(path: str) -> None:
   try:
@@ -40,22 +71,34 @@ def _fsync_dir(path: str) -> None:
 def _atomic_write(path: str, data: bytes) -> None:
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
-  tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'wb') as f:
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  tmp = f'{path}{TMP_MARK}{os.getpid()}'
+  try:
+    with open(tmp, 'wb') as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):  # a full disk or an interruption must not leave partial files
+      os.remove(tmp)
+    raise
   _fsync_dir(folder)
 
 
 def save_checkpoint(path: str, state: dict) -> None:
   """Atomically write `state` (tensors, numbers, strings, lists, dicts) to `path`."""
+  state = {**state, 'format': FORMAT}
+  state['integrity'] = {'sha256': content_digest(state)}
   buf = io.BytesIO()
-  torch.save({**state, 'format': FORMAT}, buf)
+  torch.save(state, buf)
   data = buf.getvalue()
   _atomic_write(path, data)
   _atomic_write(path + '.sha256', hashlib.sha256(data).hexdigest().encode())
+
+
+def save_json(path: str, obj) -> None:
+  """Atomically write `obj` as indented JSON."""
+  _atomic_write(path, (json.dumps(obj, indent=2) + '\n').encode())
 
 
 def read_checkpoint(path: str, map_location='cpu') -> dict:
@@ -74,12 +117,49 @@ def read_checkpoint(path: str, map_location='cpu') -> dict:
   try:
     state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
   except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise CheckpointError(f'corrupt or unsafe checkpoint {path}: {reason[:200]}') from None
+    raise CheckpointError(f'corrupt or unsafe checkpoint {path}: {_load_failure(e)}') from None
   if not isinstance(state, dict) or 'model' not in state:
     raise CheckpointError(f"not a score_sde checkpoint {path}: no 'model' entry")
+  integrity = state.pop('integrity', None)
+  if isinstance(integrity, dict) and integrity.get('sha256') != content_digest(state):
+    raise CheckpointError(f'corrupt checkpoint {path}: its contents do not match the SHA-256 '
+                          'stored inside it (damaged on disk or in transfer)')
   state['model'] = strip_prefix(state['model'])
   return state
+
+
+def _load_failure(e: Exception) -> str:
+  """torch.load's failure in the user's terms (never its advice to drop weights_only)."""
+  text = str(e)
+  if 'Weights only load failed' in text or 'Unsupported global' in text:
+    return 'it holds Python objects other than tensors, which are never unpickled (unsafe file)'
+  if 'zip archive' in text or 'central directory' in text or 'EOF' in text or 'magic number' in text:
+    return 'the file is truncated or is not a PyTorch checkpoint'
+  first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+  return first[:200]
+
+
+def remove_partial_writes(folder: str) -> list[str]:
+  """Delete temporary files left in `folder` by writers that were killed or ran out of disk
+  (`<name>.tmp.<pid>` whose process is gone). Returns the paths removed."""
+  removed = []
+  for path in glob.glob(os.path.join(folder, f'*{TMP_MARK}*')):
+    pid = path.rsplit(TMP_MARK, 1)[1]
+    if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+      continue
+    os.remove(path)
+    removed.append(path)
+  return removed
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
 
 
 def strip_prefix(state_dict: dict, prefix: str = 'module.') -> dict:

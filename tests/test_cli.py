@@ -50,6 +50,7 @@ def test_train_resume_sample_likelihood(tmp_path):
   _one_line_error(resume, 'holds a model with sde vpsde(')
 
 
+@pytest.mark.slow
 def test_digits_image_pipeline(tmp_path):
   wd = str(tmp_path / 'digits')
   cfg = ['--config', 'configs/digits.py', '--workdir', wd, '--config.model.nf=8',
@@ -72,11 +73,15 @@ def _one_line_error(proc, needle):
   assert 'Traceback' not in proc.stderr, proc.stderr[-2000:]
 
 
+SLOW = pytest.mark.slow  # more of the same in tests/test_reliability.py
+
+
 @pytest.mark.parametrize('args,needle', [
-    (['--config.training.bacth_size=3'], 'bacth_size'),
+    pytest.param(['--config.training.bacth_size=3'], 'bacth_size', marks=SLOW),
     (['--mode', 'sample', '--solver', 'bogus'], "unknown solver 'bogus'"),
-    (['--config.sampling.predictor=bogus', '--mode', 'sample', '--solver', 'pc'], "unknown predictor 'bogus'"),
-    (['--config.data.num_channels=3', '--config.training.n_iters=1'], 'data has shape'),
+    pytest.param(['--config.sampling.predictor=bogus', '--mode', 'sample', '--solver', 'pc'],
+                 "config.sampling.predictor = 'bogus': must be one of: euler_maruyama", marks=SLOW),
+    pytest.param(['--config.data.num_channels=3', '--config.training.n_iters=1'], 'data has shape', marks=SLOW),
     (['--config.data.dataset=cifar10', '--config.data.root=/nonexistent', '--config.training.n_iters=1'], '/nonexistent'),
     (['--config.training.sde=subvpsde', '--config.training.continuous=False', '--config.training.n_iters=1'],
      'SubVPSDE has none; set training.continuous=True'),
@@ -89,6 +94,7 @@ def test_bad_input_is_one_line(tmp_path, args, needle):
   _one_line_error(run(*cfg, *args, check=False), needle)
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_one_line(tmp_path):
   wd = str(tmp_path / 'w')
   cfg = ['--config', 'configs/toy_gmm.py', '--workdir', wd] + TINY

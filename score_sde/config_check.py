@@ -1,0 +1,145 @@
+"""Validation of every config value, when the config is loaded: a value out of range or an
+unknown choice is a one-line `ConfigError` naming the key and what it allows, instead of a
+traceback (or silent garbage, such as a negative batch size) deep inside a run."""
+from __future__ import annotations
+
+import difflib
+import math
+
+from score_sde.errors import ConfigError
+
+
+def _num(lo=None, hi=None, *, integer=False, lo_open=False, hi_open=False):
+  """A check for a number in [lo, hi] (open ends as asked); returns (check, description)."""
+  def check(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+      return False
+    if not math.isfinite(v):
+      return False
+    if lo is not None and (v <= lo if lo_open else v < lo):
+      return False
+    return not (hi is not None and (v >= hi if hi_open else v > hi))
+  kind = 'an integer' if integer else 'a number'
+  lo_s = '' if lo is None else f"{'>' if lo_open else '>='} {lo}"
+  hi_s = '' if hi is None else f"{'<' if hi_open else '<='} {hi}"
+  return check, f"{kind} {' and '.join(s for s in (lo_s, hi_s) if s)}".strip()
+
+
+def _choice(options):
+  opts = tuple(options)
+  return (lambda v: isinstance(v, str) and v.lower() in opts), 'one of: ' + ', '.join(opts)
+
+
+POSITIVE_INT = _num(1, integer=True)
+NON_NEGATIVE_INT = _num(0, integer=True)
+PROBABILITY = _num(0.0, 1.0)
+
+
+def rules() -> dict:
+  """`{'section.key': (check, description)}` for every validated key."""
+  from score_sde.conventions import PARAMETERIZATIONS, TIME_LABELS
+  from score_sde.datasets import DATASETS
+  from score_sde.models import NETWORKS
+  from score_sde.optim import OPTIMIZERS
+  from score_sde.sampling import CORRECTORS, PREDICTORS, SOLVERS
+  from score_sde.sdes import SDES
+  return {
+      'training.sde': _choice(SDES), 'training.batch_size': POSITIVE_INT,
+      'training.n_iters': NON_NEGATIVE_INT, 'training.snapshot_freq': POSITIVE_INT,
+      'training.snapshot_freq_for_preemption': POSITIVE_INT, 'training.keep_checkpoints': POSITIVE_INT,
+      'training.log_freq': POSITIVE_INT, 'training.eval_freq': POSITIVE_INT,
+      'training.sample_freq': NON_NEGATIVE_INT, 'training.nan_policy': _choice(('stop', 'skip')),
+      'training.max_nan_skips': POSITIVE_INT, 'training.p_uncond': PROBABILITY,
+      'training.eps': _num(0.0, 1.0, lo_open=True, hi_open=True),
+      'sampling.method': _choice(SOLVERS), 'sampling.predictor': _choice(PREDICTORS),
+      'sampling.corrector': _choice(CORRECTORS), 'sampling.snr': _num(0.0),
+      'sampling.n_steps_each': NON_NEGATIVE_INT, 'sampling.steps': NON_NEGATIVE_INT,
+      'sampling.rtol': _num(0.0, lo_open=True), 'sampling.atol': _num(0.0, lo_open=True),
+      'sampling.eta': _num(0.0), 'sampling.order': _choice_int((1, 2, 3)),
+      'sampling.eps': _num(0.0, 1.0, lo_open=True, hi_open=True),
+      'sampling.batch_size': POSITIVE_INT, 'sampling.num_samples': POSITIVE_INT,
+      'sampling.guidance_scale': _num(), 'sampling.seed': NON_NEGATIVE_INT,
+      'eval.batch_size': POSITIVE_INT, 'eval.bpd_dataset': _choice(('train', 'test')),
+      'eval.bpd_num_batches': NON_NEGATIVE_INT,
+      'eval.bpd_divergence': _choice(('hutchinson', 'exact')),
+      'data.dataset': _choice(DATASETS), 'data.image_size': POSITIVE_INT,
+      'data.num_channels': POSITIVE_INT, 'data.num_classes': POSITIVE_INT,
+      'data.num_workers': NON_NEGATIVE_INT, 'data.toy_size': POSITIVE_INT,
+      'model.name': _choice(NETWORKS), 'model.parameterization': _choice(('auto',) + PARAMETERIZATIONS),
+      'model.time_label': _choice(('auto',) + TIME_LABELS), 'model.schedule': _choice(('linear', 'cosine')),
+      'model.num_scales': _num(2, integer=True), 'model.beta_min': _num(0.0, lo_open=True),
+      'model.beta_max': _num(0.0, lo_open=True), 'model.sigma_min': _num(0.0, lo_open=True),
+      'model.sigma_max': _num(0.0, lo_open=True), 'model.ema_rate': PROBABILITY,
+      'model.dropout': _num(0.0, 1.0, hi_open=True), 'model.nf': POSITIVE_INT,
+      'optim.optimizer': _choice(OPTIMIZERS), 'optim.lr': _num(0.0, 1.0, lo_open=True),
+      'optim.beta1': _num(0.0, 1.0, hi_open=True), 'optim.eps': _num(0.0, lo_open=True),
+      'optim.weight_decay': _num(0.0), 'optim.warmup': NON_NEGATIVE_INT,
+      'runtime.amp': _choice(('none', 'bf16')),
+  }
+
+
+def _choice_int(options):
+  return (lambda v: v in options and not isinstance(v, bool)), 'one of: ' + ', '.join(map(str, options))
+
+
+def _get(config, dotted: str):
+  node = config
+  for part in dotted.split('.'):
+    node = node[part]
+  return node
+
+
+def validate(config) -> None:
+  """Raise a one-line ConfigError for the first bad value of `config`."""
+  for key, (check, allowed) in rules().items():
+    try:
+      value = _get(config, key)
+    except (KeyError, AttributeError):
+      continue  # an older config without this key: its default applies
+    if not check(value):
+      raise ConfigError(f'config.{key} = {value!r}: must be {allowed}')
+  _check_relations(config)
+
+
+def _check_relations(config) -> None:
+  m, d = config.model, config.data
+  if m.beta_max < m.beta_min:
+    raise ConfigError(f'config.model.beta_max = {m.beta_max} must be >= model.beta_min = {m.beta_min}')
+  if m.sigma_max <= m.sigma_min:
+    raise ConfigError(f'config.model.sigma_max = {m.sigma_max} must be > model.sigma_min = {m.sigma_min}')
+  from score_sde.models import network_spec
+  if not network_spec(config).flat:
+    levels = len(tuple(m.ch_mult))
+    factor = 2 ** (levels - 1)
+    if d.image_size % factor or d.image_size < factor:
+      raise ConfigError(f'config.data.image_size = {d.image_size} must be a multiple of {factor} '
+                        f'(model.ch_mult has {levels} resolution levels, each halving the size)')
+  device = config.runtime.device
+  if not (device in ('auto', 'cpu', 'cuda') or (device.startswith('cuda:') and device[5:].isdigit())):
+    raise ConfigError(f"config.runtime.device = {device!r}: must be auto, cpu, cuda or cuda:N")
+
+
+def check_override_keys(argv, default_config) -> None:
+  """Raise a one-line ConfigError for a `--config.a.b=v` flag whose key the config lacks,
+  with the closest known keys as suggestions."""
+  known = sorted(_flatten(default_config))
+  for arg in argv:
+    if not arg.startswith('--config.'):
+      continue
+    key = arg[len('--config.'):].split('=', 1)[0]
+    if key not in known and not any(k.startswith(key + '.') for k in known):
+      section, _, leaf = key.rpartition('.')
+      siblings = {k.rpartition('.')[2]: k for k in known if k.rpartition('.')[0] == section}
+      close = [siblings[c] for c in difflib.get_close_matches(leaf, list(siblings), n=3, cutoff=0.7)]
+      close = close or difflib.get_close_matches(key, known, n=2, cutoff=0.8)
+      hint = f" (did you mean {' or '.join(close)}?)" if close else ''
+      raise ConfigError(f'unknown config key {key}{hint}')
+
+
+def _flatten(config, prefix=''):
+  for k, v in config.items():
+    path = f'{prefix}{k}'
+    if hasattr(v, 'items'):
+      yield from _flatten(v, path + '.')
+    else:
+      yield path
