@@ -73,45 +73,55 @@ def _autocast(config, device):
 
 
 def train(config, workdir: str) -> dict:
-  """Train (resuming from the workdir's newest checkpoint) until config.training.n_iters.
+  """Train (resuming from the workdir's newest checkpoint) until config.training.n_iters, on
+  one process or under torchrun (DDP; rank 0 logs and writes checkpoints and samples).
 
   SIGTERM / SIGINT save a checkpoint at the current step and raise `Interrupted`."""
   from torch.utils.tensorboard import SummaryWriter
   ensure_writable(ckpt_dir(workdir), 'checkpoints')
   trainer = Trainer(config, workdir)
-  trainer.restore()
-  tr = config.training
-  writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-  metrics = {}
+  try:
+    trainer.restore()
+    main = trainer.dist.is_main
+    writer = SummaryWriter(os.path.join(workdir, 'tensorboard')) if main else None
+    metrics = _train_loop(config, trainer, writer)
+    if writer is not None:
+      writer.close()
+  finally:
+    trainer.close()
+  return metrics
+
+
+def _train_loop(config, trainer: Trainer, writer) -> dict:
+  tr, metrics = config.training, {}
   with StopSignals() as stop, tqdm.tqdm(total=tr.n_iters, initial=trainer.step, desc='train',
-                                        dynamic_ncols=True) as bar:
-    while trainer.step < tr.n_iters and stop.received is None:
+                                        dynamic_ncols=True, disable=writer is None) as bar:
+    while trainer.step < tr.n_iters and not trainer.stop_requested(stop.received is not None):
       before = trainer.step
       metrics = trainer.train_step()
       if trainer.step == before:
         continue  # a skipped non-finite step: nothing to log or save
       bar.update(1)
       _after_step(config, trainer, writer, metrics, bar)
-    if stop.received is not None:
+    if trainer.step < tr.n_iters:
       path = trainer.save()
-      writer.close()
-      name = 'SIGTERM' if stop.received == signal.SIGTERM else 'SIGINT'
+      signum = stop.received or signal.SIGTERM
+      name = 'SIGINT' if signum == signal.SIGINT else 'SIGTERM'
       raise Interrupted(f'stopped by {name} at step {trainer.step}; saved {path}; run the same '
-                        'command again to resume', stop.received)
-  writer.close()
+                        'command again to resume', signum)
   return metrics
 
 
 def _after_step(config, trainer: Trainer, writer, metrics: dict, bar) -> None:
   """Logging, checkpoints and snapshot samples after optimisation step `trainer.step`."""
   tr, step = config.training, trainer.step
-  if step % tr.log_freq == 0:
+  if step % tr.log_freq == 0 and writer is not None:
     for k, v in metrics.items():
       writer.add_scalar(f'train/{k}', v, step)
     bar.set_postfix(loss=f"{metrics['loss']:.4g}")
   if step % tr.snapshot_freq_for_preemption == 0 or step % tr.snapshot_freq == 0 or step == tr.n_iters:
     trainer.save()
-  if tr.snapshot_sampling and step % tr.snapshot_freq == 0:
+  if tr.snapshot_sampling and step % tr.snapshot_freq == 0 and writer is not None:
     writer.add_image('samples', _snapshot_samples(config, trainer), step, dataformats='HWC')
 
 

@@ -29,6 +29,7 @@ def _training():
   t.nan_policy = 'stop'           # stop | skip
   t.max_nan_skips = 20            # nan_policy=skip: stop after this many non-finite losses in a row
   t.eps = 1e-5                    # smallest training time
+  t.grad_accum = 1                # micro-batches per step; batch_size is the global batch
   return t
 
 

@@ -49,7 +49,7 @@ def rules() -> dict:
       'training.snapshot_freq_for_preemption': POSITIVE_INT, 'training.keep_checkpoints': POSITIVE_INT,
       'training.log_freq': POSITIVE_INT, 'training.eval_freq': POSITIVE_INT,
       'training.sample_freq': NON_NEGATIVE_INT, 'training.nan_policy': _choice(('stop', 'skip')),
-      'training.max_nan_skips': POSITIVE_INT, 'training.p_uncond': PROBABILITY,
+      'training.max_nan_skips': POSITIVE_INT, 'training.grad_accum': POSITIVE_INT, 'training.p_uncond': PROBABILITY,
       'training.eps': _num(0.0, 1.0, lo_open=True, hi_open=True),
       'sampling.method': _choice(SOLVERS), 'sampling.predictor': _choice(PREDICTORS),
       'sampling.corrector': _choice(CORRECTORS), 'sampling.snr': _num(0.0),

@@ -48,31 +48,31 @@ class ImportanceSampler:
     self.t_grid, self.cdf = t, cdf / cdf[-1]
     self.sde, self.eps = sde, eps
 
-  def sample(self, batch: int, device, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """t `[B]` ~ q and the weight Z / (T - eps): E_U[w(t) L(t)] = Z / (T - eps) E_q[L(t)]."""
-    u = torch.rand(batch, generator=generator, device=generator.device if generator else None)
-    t = np.interp(u.cpu().numpy(), self.cdf, self.t_grid)
+  def from_uniform(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """t `[B]` ~ q by inverse CDF of u `[B]` ~ U(0, 1), and the weight Z / (T - eps):
+    E_U[w(t) L(t)] = Z / (T - eps) E_q[L(t)]."""
+    t = np.interp(u.detach().cpu().double().numpy(), self.cdf, self.t_grid)
     factor = self.Z / (self.sde.T - self.eps)
-    return torch.as_tensor(t, dtype=torch.float32, device=device), torch.full(
-        (batch,), factor, device=device)
+    return (torch.as_tensor(t, dtype=torch.float32, device=u.device),
+            torch.full(u.shape, factor, device=u.device))
 
 
-def _uniform_t(batch, sde, eps, device, generator):
-  u = torch.rand(batch, generator=generator, device=generator.device if generator else None)
-  return (u * (sde.T - eps) + eps).to(device)
-
-
-def _discrete_t(batch, sde, device, generator):
-  """Chain indices i ~ U{0..N-1} as their times `sde.time_of_index(i)` (DDPM / SMLD)."""
-  i = torch.randint(0, sde.N, (batch,), generator=generator,
-                    device=generator.device if generator else None)
-  return sde.time_of_index(i.double()).float().to(device)
+def draw_noise(x0: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+  """The randomness of one DSM loss evaluation: u `[B]` ~ U(0, 1) (mapped to t) and
+  z ~ N(0, I) shaped like x0, drawn on the generator's device and moved to x0's."""
+  dev = generator.device if generator is not None else x0.device
+  u = torch.rand(x0.shape[0], generator=generator, device=dev).to(x0.device)
+  return u, randn_like(x0, generator)
 
 
 def get_loss_fn(sde: SDE, *, continuous: bool = True, weighting: str = 'score',
                 importance_sampling: bool = False, reduce_mean: bool = False,
                 eps: float = 1e-5):
-  """Return `loss_fn(score_fn, x0, y=None, generator=None) -> LossOutput`.
+  """Return `loss_fn(score_fn, x0, y=None, generator=None, noise=None) -> LossOutput`.
+
+  The randomness (u `[B]` ~ U(0, 1), mapped to t, and z shaped like x0) comes from `generator`,
+  or is passed as `noise=(u, z)` so that a distributed run can give each sample the noise of its
+  position in the global batch (see score_sde.trainer).
 
   Args:
     sde: the forward SDE.
@@ -101,17 +101,21 @@ def get_loss_fn(sde: SDE, *, continuous: bool = True, weighting: str = 'score',
     alpha, sigma = sde.discrete_kernel(sde.index_of_time(t).cpu())
     return alpha.to(t), sigma.to(t)
 
-  def loss_fn(score_fn, x0, y=None, generator=None) -> LossOutput:
-    b, device = x0.shape[0], x0.device
-    weight = torch.ones(b, device=device)
-    if not continuous:
-      t = _discrete_t(b, sde, device, generator)
-    elif sampler is not None:
-      t, weight = sampler.sample(b, device, generator)
-    else:
-      t = _uniform_t(b, sde, eps, device, generator)
+  def times(u):
+    """u `[B]` in [0, 1) -> (t `[B]`, importance weight `[B]`)."""
+    if not continuous:  # chain indices i ~ U{0..N-1} at their times
+      i = torch.clamp(torch.floor(u.double() * sde.N), max=sde.N - 1)
+      return sde.time_of_index(i).float(), torch.ones_like(u)
+    if sampler is not None:
+      return sampler.from_uniform(u)
+    return u * (sde.T - eps) + eps, torch.ones_like(u)
+
+  def loss_fn(score_fn, x0, y=None, generator=None, noise=None) -> LossOutput:
+    b = x0.shape[0]
+    u, z = noise if noise is not None else draw_noise(x0, generator)
+    t, weight = times(u.to(x0.device, torch.float32))
+    z = z.to(x0)
     alpha, std = coefficients(t)
-    z = randn_like(x0, generator)
     xt = bcast(alpha, x0) * x0 + bcast(std, x0) * z
     score = score_fn(xt, t) if y is None else score_fn(xt, t, y)
     err = torch.square(score * bcast(std, x0) + z).reshape(b, -1)

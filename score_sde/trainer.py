@@ -1,9 +1,21 @@
-"""The state of one training run (model, EMA, optimizer, data order, step) and what keeps it
-safe: atomic checkpoints that record their loss and conventions, resumption, a bounded
-non-finite-loss policy, and a clean stop on SIGTERM / SIGINT. The loop is in run_lib.train.
+"""The state of one training run (model, EMA, optimizer, data order, step) on one process or
+many (torchrun + DistributedDataParallel), and what keeps it safe: atomic checkpoints that
+record their loss and conventions, resumption, a bounded non-finite-loss policy, and a clean
+stop on SIGTERM / SIGINT. The loop is in run_lib.train.
+
+Distribution. `config.training.batch_size` is the *global* batch B. With W processes and
+A = `config.training.grad_accum` micro-batches per step, each process reads micro-batches of
+b = B / (W A) items: the loader gives rank r the items perm[r::W], so micro-batch m of rank r
+holds global positions W (m b + j) + r, j < b, and the union over ranks and micro-batches of
+one step is exactly the B items one process would read. The training noise (t, z, label
+dropout, dequantisation) of step s is drawn for all B positions from a generator seeded by
+(seed, s) and each process takes its positions, so a sample gets the same noise for any W
+and A: W processes equal one process with the same global batch, up to float summation
+order. Only rank 0 logs and writes checkpoints.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -11,9 +23,11 @@ import os
 import signal
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from score_sde import checkpoint as ckpt
-from score_sde import datasets, losses, optim
+from score_sde import datasets, distributed, losses, optim
+from score_sde.data.loader import mix_seed
 from score_sde.errors import TrainingError, UserError
 from score_sde.models import (ExponentialMovingAverage, check_metadata, checkpoint_metadata,
                               create_model, data_shape)
@@ -52,14 +66,6 @@ def last_good_checkpoint(workdir: str) -> str | None:
   return None
 
 
-def _drop_labels(y, config):
-  """Classifier-free training: replace y by the null label with probability p_uncond."""
-  if not config.model.class_conditional:
-    return None
-  drop = torch.rand(y.shape, device=y.device) < config.training.p_uncond
-  return torch.where(drop, torch.full_like(y, config.data.num_classes), y)
-
-
 def _load_train_data(config):
   try:
     data = datasets.get_dataset(config, 'train')
@@ -78,8 +84,9 @@ class Trainer:
 
   def __init__(self, config, workdir: str):
     self.config, self.workdir = config, workdir
-    self.device = get_device(config)
-    torch.manual_seed(config.seed)
+    self.dist = distributed.setup(get_device(config))
+    self.device = self.dist.device
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
     self.sde = get_sde(config)
     try:
       self.model = create_model(config, self.sde).to(self.device)
@@ -91,13 +98,29 @@ class Trainer:
     self.params = [p for p in self.model.parameters() if p.requires_grad]
     self.ema = ExponentialMovingAverage(self.params, decay=config.model.ema_rate)
     self.optimizer = optim.get_optimizer(config, self.params)
-    self.loader = datasets.InfiniteLoader(
-        _load_train_data(config), config.training.batch_size, seed=config.seed,
-        num_workers=config.data.num_workers, device=self.device,
-        pin_memory=self.device.type == 'cuda')
+    self.micro = self._micro_batch()
+    try:
+      self.loader = datasets.InfiniteLoader(
+          _load_train_data(config), self.micro, seed=config.seed, rank=self.dist.rank,
+          world_size=self.dist.world_size, num_workers=config.data.num_workers,
+          device=self.device, pin_memory=self.device.type == 'cuda')
+    except ValueError as e:
+      raise UserError(f'training data: {e}') from None
     self.scaler = datasets.get_data_scaler(config)
     self.step, self.saved_step, self.last_loss, self.nan_skips = 0, -1, None, 0
-    self.compiled = torch.compile(self.model) if config.runtime.compile else self.model
+    self.ddp = None
+    if self.dist.enabled:
+      ids = [self.device.index] if self.device.type == 'cuda' else None
+      self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+    wrapped = self.ddp or self.model
+    self.compiled = torch.compile(wrapped) if config.runtime.compile else wrapped
+
+  def _micro_batch(self) -> int:
+    tr, w = self.config.training, self.dist.world_size
+    if tr.batch_size % (w * tr.grad_accum):
+      raise UserError(f'config.training.batch_size = {tr.batch_size} must be divisible by '
+                      f'world_size x grad_accum = {w} x {tr.grad_accum}')
+    return tr.batch_size // (w * tr.grad_accum)
 
   def state(self) -> dict:
     rng = {'cpu': torch.get_rng_state()}
@@ -105,7 +128,8 @@ class Trainer:
       rng['cuda'] = torch.cuda.get_rng_state_all()
     return {'model': self.model.net.state_dict(), 'ema': self.ema.state_dict(),
             'optimizer': self.optimizer.state_dict(), 'step': self.step, 'rng': rng,
-            'loader': self.loader.state_dict(), 'loss': self.last_loss,
+            'loader': {**self.loader.state_dict(), 'stride': self.dist.world_size * self.micro},
+            'loss': self.last_loss,
             'meta': checkpoint_metadata(self.config, self.model)}
 
   def save(self) -> str:
@@ -114,6 +138,10 @@ class Trainer:
     tr = self.config.training
     path = os.path.join(ckpt_dir(self.workdir), f'checkpoint_{self.step}.pth')
     if self.saved_step == self.step:
+      return path
+    if not self.dist.is_main:  # rank 0 writes; the others wait until it has
+      distributed.barrier(self.dist)
+      self.saved_step = self.step
       return path
     try:
       ckpt.save_checkpoint(path, self.state())
@@ -125,12 +153,14 @@ class Trainer:
     self.saved_step = self.step
     keep_forever = lambda s: s % tr.snapshot_freq == 0
     ckpt.prune_checkpoints(ckpt_dir(self.workdir), tr.keep_checkpoints, protect=keep_forever)
+    distributed.barrier(self.dist)
     return path
 
   def restore(self) -> None:
     """Resume from the newest checkpoint of the workdir, if any (partial writes removed first)."""
-    for stale in ckpt.remove_partial_writes(ckpt_dir(self.workdir)):
-      logging.info('removed a partial checkpoint write: %s', stale)
+    if self.dist.is_main:
+      for stale in ckpt.remove_partial_writes(ckpt_dir(self.workdir)):
+        logging.info('removed a partial checkpoint write: %s', stale)
     found = latest_checkpoint(self.workdir)
     if found is None:
       return
@@ -150,35 +180,81 @@ class Trainer:
     self.step = self.saved_step = int(state['step'])
     self.last_loss = state.get('loss')
     if 'loader' in state:
-      self.loader.load_state_dict(state['loader'])
-    rng = state.get('rng', {})
-    if 'cpu' in rng:
-      torch.set_rng_state(rng['cpu'].cpu())
-    if 'cuda' in rng and torch.cuda.is_available():
-      torch.cuda.set_rng_state_all([s.cpu() for s in rng['cuda']])
-    logging.info('resumed from %s at step %d', found[1], self.step)
+      self._load_loader_state(state['loader'])
+    if self.dist.is_main:
+      logging.info('resumed from %s at step %d', found[1], self.step)
+
+  def _load_loader_state(self, state: dict) -> None:
+    """The loader position, rescaled when the number of ranks x micro-batch size changed (a
+    run resumed on another number of GPUs continues from the same place in the epoch)."""
+    stride = self.dist.world_size * self.micro
+    position = int(state['position']) * int(state.get('stride', stride)) // stride
+    position = min(position, self.loader.batches_per_epoch)
+    self.loader.load_state_dict({'epoch': int(state['epoch']), 'position': position})
+
+  def _global_noise(self, step: int) -> dict:
+    """The noise of every position of step `step`'s global batch (see the module docstring)."""
+    b, shape = self.config.training.batch_size, data_shape(self.config)
+    gen = torch.Generator(device=self.device).manual_seed(mix_seed(self.config.seed, 1, step))
+    noise = {'u': torch.rand(b, generator=gen, device=self.device),
+             'z': torch.randn((b,) + shape, generator=gen, device=self.device),
+             'drop': torch.rand(b, generator=gen, device=self.device)}
+    if self.config.data.uniform_dequantization:
+      noise['deq'] = torch.rand((b,) + shape, generator=gen, device=self.device)
+    return noise
+
+  def _micro_loss(self, x, y, noise) -> torch.Tensor:
+    """The DSM loss of one micro-batch with its share of the global noise."""
+    c = self.config
+    if 'deq' in noise:
+      x = (x * 255. + noise['deq']) / 256.  # uniform dequantisation, as datasets.dequantize
+    x = self.scaler(x)
+    if c.runtime.channels_last and x.ndim == 4:
+      x = x.contiguous(memory_format=torch.channels_last)
+    if c.model.class_conditional:  # classifier-free guidance: drop labels with prob. p_uncond
+      y = torch.where(noise['drop'] < c.training.p_uncond, torch.full_like(y, c.data.num_classes), y)
+    else:
+      y = None
+    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.runtime.amp == 'bf16'):
+      return self.loss_fn(self.compiled, x, y, noise=(noise['u'], noise['z'])).loss
 
   def train_step(self) -> dict:
-    """One optimisation step; returns loss, lr and grad norm (or raises on a bad loss)."""
-    x, y = next(self.loader)
-    if self.config.data.uniform_dequantization:
-      x = datasets.dequantize(x)
-    x = self.scaler(x)
-    if self.config.runtime.channels_last and x.ndim == 4:
-      x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.runtime.amp == 'bf16'):
-      out = self.loss_fn(self.compiled, x, _drop_labels(y, self.config))
+    """One optimisation step over the global batch; returns loss, lr and grad norm (or raises
+    on a bad loss)."""
+    accum, w, b = self.config.training.grad_accum, self.dist.world_size, self.micro
+    torch.manual_seed(mix_seed(self.config.seed, 2, self.dist.rank, self.step + 1))  # dropout
+    everything = self._global_noise(self.step + 1)
     self.optimizer.zero_grad(set_to_none=True)
-    if not torch.isfinite(out.loss):
-      return self._bad_loss(out.loss)
+    total = torch.zeros((), device=self.device)
+    for m in range(accum):
+      x, y = next(self.loader)
+      idx = w * (m * b + torch.arange(b, device=self.device)) + self.dist.rank
+      sync = self.ddp is None or m == accum - 1
+      with contextlib.nullcontext() if sync else self.ddp.no_sync():
+        loss = self._micro_loss(x, y, {k: v[idx] for k, v in everything.items()}) / accum
+        loss.backward()
+      total = total + loss.detach().float()
+    loss = distributed.mean_over_ranks(total, self.dist)
+    if not torch.isfinite(loss):
+      self.optimizer.zero_grad(set_to_none=True)
+      return self._bad_loss(loss)
     self.nan_skips = 0
-    out.loss.backward()
     o = self.config.optim
     self.step += 1
     norm = optim.optimization_step(self.optimizer, self.params, self.step, o.lr, o.warmup, o.grad_clip)
     self.ema.update(self.params)
-    self.last_loss = out.loss.item()
+    self.last_loss = loss.item()
     return {'loss': self.last_loss, 'lr': self.optimizer.param_groups[0]['lr'], 'grad_norm': norm}
+
+  def stop_requested(self, local: bool) -> bool:
+    """Whether any rank received a stop signal (all ranks must stop at the same step)."""
+    if not self.dist.enabled:
+      return local
+    flag = torch.tensor([1.0 if local else 0.0], device=self.device)
+    return bool(distributed.mean_over_ranks(flag, self.dist).item() > 0)
+
+  def close(self) -> None:
+    distributed.teardown(self.dist)
 
   def _bad_loss(self, loss) -> dict:
     tr = self.config.training
