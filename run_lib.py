@@ -121,7 +121,8 @@ def _after_step(config, trainer: Trainer, writer, metrics: dict, bar) -> None:
     bar.set_postfix(loss=f"{metrics['loss']:.4g}")
   if step % tr.snapshot_freq_for_preemption == 0 or step % tr.snapshot_freq == 0 or step == tr.n_iters:
     trainer.save()
-  if tr.snapshot_sampling and step % tr.snapshot_freq == 0 and writer is not None:
+  sample_now = step % tr.snapshot_freq == 0 or (tr.sample_freq > 0 and step % tr.sample_freq == 0)
+  if tr.snapshot_sampling and sample_now and writer is not None:
     writer.add_image('samples', _snapshot_samples(config, trainer), step, dataformats='HWC')
 
 
@@ -156,9 +157,10 @@ def _solver_kwargs(config, solver: str) -> dict:
   s = config.sampling
   values = {'predictor': s.predictor, 'corrector': s.corrector, 'snr': s.snr,
             'n_steps': s.n_steps_each, 'rtol': s.rtol, 'atol': s.atol, 'eta': s.eta,
-            'order': s.order}
-  if solver == 'ode':
-    values['method'] = s.ode_method
+            'order': s.order, 'grid': s.grid, 'multistep': s.multistep, 'variance': s.variance,
+            'rho': s.rho, 's_churn': s.s_churn, 's_tmin': s.s_tmin, 's_tmax': s.s_tmax,
+            's_noise': s.s_noise, 'probability_flow': s.probability_flow}
+  values['method'] = {'ode': s.ode_method, 'sde': s.sde_method}.get(solver)
   allowed = solver_options(solver)
   return {k: v for k, v in values.items() if k in allowed}
 

@@ -18,7 +18,6 @@ def _training():
   t.snapshot_freq_for_preemption = 10000  # rolling checkpoint
   t.keep_checkpoints = 3          # how many rolling checkpoints to keep
   t.log_freq = 50
-  t.eval_freq = 100
   t.sample_freq = 0               # write a sample grid every k steps (0: only at snapshots)
   t.snapshot_sampling = True
   t.continuous = True
@@ -41,13 +40,22 @@ def _sampling():
   s.snr = 0.16
   s.n_steps_each = 1
   s.noise_removal = True
-  s.probability_flow = False
+  s.probability_flow = False      # pc: integrate the probability-flow ODE (no noise)
   s.steps = 0                     # 0: use sde.N
   s.ode_method = 'dopri5'
   s.rtol = 1e-5
   s.atol = 1e-5
-  s.eta = 0.0
-  s.order = 2
+  s.eta = 0.0                     # ddim
+  s.order = 2                     # dpm_solver
+  s.grid = 'logsnr'               # dpm_solver: logsnr | time_uniform | karras
+  s.multistep = True              # dpm_solver
+  s.variance = 'small'            # ddpm: small (beta tilde) | large (beta)
+  s.rho = 7.0                     # heun: Karras grid exponent
+  s.s_churn = 0.0                 # heun: stochastic churn (Karras et al. 2022, Alg. 2)
+  s.s_tmin = 0.0
+  s.s_tmax = 1e30
+  s.s_noise = 1.0
+  s.sde_method = 'euler'          # sde: torchsde method (euler | milstein | srk)
   s.eps = 1e-3
   s.batch_size = 64
   s.num_samples = 64
@@ -60,11 +68,6 @@ def _sampling():
 def _eval():
   e = ml_collections.ConfigDict()
   e.batch_size = 256
-  e.num_samples = 50000
-  e.begin_ckpt = 1
-  e.end_ckpt = 26
-  e.enable_sampling = False
-  e.enable_bpd = True
   e.bpd_dataset = 'test'
   e.bpd_num_batches = 0           # 0: the whole split
   e.bpd_divergence = 'hutchinson'
@@ -120,9 +123,8 @@ def _model():
   m.progressive = 'none'
   m.progressive_input = 'none'
   m.progressive_combine = 'sum'
-  m.attention_type = 'ddpm'
-  m.conv_size = 3
-  m.ngf = 128                     # NCSNv2
+  m.attention_type = 'ddpm'        # the only kind score_sde_pytorch's networks use
+  m.conv_size = 3                 # likewise (kept so that its configs translate one-to-one)
   m.hidden = 256                  # MLP
   m.depth = 3                     # MLP
   return m
@@ -147,7 +149,7 @@ def _runtime():
   r.amp = 'none'                  # none | bf16
   r.channels_last = False
   r.compile = False
-  r.deterministic = False
+  r.deterministic = False         # torch.use_deterministic_algorithms (slower on GPU)
   return r
 
 

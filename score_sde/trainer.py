@@ -35,6 +35,11 @@ from score_sde.sdes import get_sde
 
 
 def get_device(config) -> torch.device:
+  """The configured device; also applies `runtime.deterministic` (deterministic kernels)."""
+  if config.runtime.deterministic:
+    os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # needed by deterministic cuBLAS
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
   want = config.runtime.device
   if want == 'auto':
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')

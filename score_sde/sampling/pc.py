@@ -16,8 +16,8 @@ from score_sde.utils import batch_norm2, bcast, full_t, randn_like
 class EulerMaruyamaPredictor:
   """x <- x + [f - g^2 s] dt + g sqrt(|dt|) z with dt < 0 (reverse-time Euler-Maruyama)."""
 
-  def __init__(self, sde: SDE, score_fn, on_chain: bool = True):
-    self.rsde = sde.reverse(score_fn)
+  def __init__(self, sde: SDE, score_fn, on_chain: bool = True, probability_flow: bool = False):
+    self.rsde = sde.reverse(score_fn, probability_flow)
 
   def __call__(self, x, t, dt, generator):
     drift, g = self.rsde.sde(x, t)
@@ -31,8 +31,8 @@ class ReverseDiffusionPredictor:
   `on_chain`: the grid is the SDE's own N-step chain (its DDPM / SMLD tables, as score_sde);
   otherwise each step uses the exact forward step over the grid interval (any step count)."""
 
-  def __init__(self, sde: SDE, score_fn, on_chain: bool = True):
-    self.rsde, self.on_chain = sde.reverse(score_fn), on_chain
+  def __init__(self, sde: SDE, score_fn, on_chain: bool = True, probability_flow: bool = False):
+    self.rsde, self.on_chain = sde.reverse(score_fn, probability_flow), on_chain
 
   def __call__(self, x, t, dt, generator):
     f, G = self.rsde.discretize(x, t, None if self.on_chain else -dt)
@@ -46,7 +46,9 @@ class AncestralPredictor:
   or the posterior's sqrt(r) G z for SMLD (VE; Song et al. 2021, Eq. 47), as `sde.ancestral_variance`
   says. Needs an SDE with a discrete chain."""
 
-  def __init__(self, sde: SDE, score_fn, on_chain: bool = True):
+  def __init__(self, sde: SDE, score_fn, on_chain: bool = True, probability_flow: bool = False):
+    if probability_flow:
+      raise ValueError("the ancestral predictor has no probability-flow form; use 'reverse_diffusion'")
     if not sde.has_discrete_chain:
       raise ValueError(f'the ancestral predictor needs a discrete chain and {type(sde).__name__} '
                        "has none; use 'reverse_diffusion' or 'euler_maruyama'")
@@ -60,7 +62,7 @@ class AncestralPredictor:
 
 
 class NonePredictor:
-  def __init__(self, sde, score_fn, on_chain: bool = True):
+  def __init__(self, sde, score_fn, on_chain: bool = True, probability_flow: bool = False):
     pass
 
   def __call__(self, x, t, dt, generator):
@@ -133,7 +135,7 @@ def _lookup(table: dict, name: str, kind: str):
 
 
 def build_pc(sde: SDE, score_fn, steps: int, eps: float, predictor: str, corrector: str,
-             snr: float, n_steps: int):
+             snr: float, n_steps: int, probability_flow: bool = False):
   """(predict, correct, times) for `steps` PC steps on the grid linspace(T, eps, steps) + [0].
 
   With steps = sde.N the predictor and the corrector's alpha_i use the SDE's own discrete
@@ -143,7 +145,7 @@ def build_pc(sde: SDE, score_fn, steps: int, eps: float, predictor: str, correct
   on_chain = steps == sde.N
   times = torch.linspace(sde.T, eps, steps, dtype=torch.float64).tolist() + [0.0]
   grid_dt = times[0] - times[1] if steps > 1 else sde.T - eps
-  predict = _lookup(PREDICTORS, predictor, 'predictor')(sde, score_fn, on_chain)
+  predict = _lookup(PREDICTORS, predictor, 'predictor')(sde, score_fn, on_chain, probability_flow)
   correct = _lookup(CORRECTORS, corrector, 'corrector')(sde, score_fn, snr, n_steps, on_chain, grid_dt)
   return predict, correct, times
 
@@ -151,14 +153,18 @@ def build_pc(sde: SDE, score_fn, steps: int, eps: float, predictor: str, correct
 def pc_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, eps: float = 1e-3,
               denoise: bool = True, generator=None, predictor: str = 'reverse_diffusion',
               corrector: str = 'langevin', snr: float = 0.16, n_steps: int = 1,
-              progress=None) -> torch.Tensor:
+              probability_flow: bool = False, progress=None) -> torch.Tensor:
   """Run Alg. 1 of Song et al. 2021 from x ~ p_T `[B, ...]` down to t = eps.
+
+  `probability_flow`: the predictor integrates the probability-flow ODE (no noise), as
+  score_sde's `sampling.probability_flow`; the corrector is unchanged.
 
   Returns the last predictor's noise-free mean if `denoise` (score_sde's "noise_removal"),
   else the last noisy state. `steps` defaults to `sde.N` (see `build_pc` for other counts).
   """
   steps = steps or sde.N
-  predict, correct, times = build_pc(sde, score_fn, steps, eps, predictor, corrector, snr, n_steps)
+  predict, correct, times = build_pc(sde, score_fn, steps, eps, predictor, corrector, snr, n_steps,
+                                     probability_flow)
   x_mean = x
   for j in (progress(range(steps)) if progress else range(steps)):
     t = full_t(times[j], x.shape[0], x)
