@@ -1,4 +1,6 @@
-"""Command line: `python main.py --mode train|sample|likelihood --config CFG --workdir DIR`.
+"""Command line: `python main.py --mode MODE --config CFG --workdir DIR [--config.a.b=v ...]`.
+
+Modes: train, sample, likelihood, inpaint, colorize. Several GPUs: the same under torchrun.
 
 Only parses flags and dispatches to run_lib. Errors in the user's input (`UserError`,
 including a bad config file, an unknown config key or an out-of-range value) are printed as
@@ -17,16 +19,19 @@ from score_sde.errors import ConfigError, UserError, one_line
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Work directory (checkpoints, logs, samples).')
-flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'likelihood'], 'What to run.')
-flags.DEFINE_string('solver', None, 'Sampler for --mode sample (default: config.sampling.method).')
-flags.DEFINE_string('checkpoint', '', 'Checkpoint file for sample/likelihood (default: newest).')
+flags.DEFINE_string('solver', None, 'Sampler for sample/inpaint/colorize (default: config.sampling.method).')
+flags.DEFINE_string('checkpoint', '', 'Checkpoint file for sample/likelihood/inpaint/colorize '
+                    '(default: newest).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 MODES = {
     'train': lambda cfg, wd: run_lib.train(cfg, wd),
     'sample': lambda cfg, wd: run_lib.sample(cfg, wd, FLAGS.solver, FLAGS.checkpoint),
     'likelihood': lambda cfg, wd: run_lib.likelihood(cfg, wd, FLAGS.checkpoint),
+    'inpaint': lambda cfg, wd: run_lib.inverse_problem(cfg, wd, 'inpaint', FLAGS.solver, FLAGS.checkpoint),
+    'colorize': lambda cfg, wd: run_lib.inverse_problem(cfg, wd, 'colorize', FLAGS.solver, FLAGS.checkpoint),
 }
+flags.DEFINE_enum('mode', 'train', list(MODES), 'What to run.')
 
 
 def _config_path(argv) -> str | None:

@@ -75,6 +75,16 @@ def _eval():
   return e
 
 
+def _inverse():
+  i = ml_collections.ConfigDict()  # --mode inpaint / colorize
+  i.source = ''                   # '' = the test split; or a .npy/.npz/.png file of images
+  i.num_images = 8
+  i.mask = 'center'               # inpaint: center | left | random | a mask file (1 = known)
+  i.random_fraction = 0.5         # mask 'random': fraction of known pixels
+  i.method = ''                   # '' = 'project' for pc (the paper's), 'score' for other solvers
+  return i
+
+
 def _data():
   d = ml_collections.ConfigDict()
   d.dataset = 'digits'            # see score_sde.datasets.DATASETS
@@ -158,6 +168,7 @@ def get_default_config():
   config.training = _training()
   config.sampling = _sampling()
   config.eval = _eval()
+  config.inverse = _inverse()
   config.data = _data()
   config.model = _model()
   config.optim = _optim()

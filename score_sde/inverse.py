@@ -71,7 +71,8 @@ def inpaint_score(sde: SDE, score_fn, y: torch.Tensor, mask: torch.Tensor, known
 
 
 def inpaint(sde: SDE, score_fn, y: torch.Tensor, mask: torch.Tensor, solver: str = 'pc', *,
-            method: str | None = None, known: str = 'mean', **sample_kwargs) -> torch.Tensor:
+            method: str | None = None, known: str = 'mean', solver_options: dict | None = None,
+            **sample_kwargs) -> torch.Tensor:
   """Inpaint `y` `[B, ...]` where `mask` (broadcastable) is 0; returns x_0 `[B, ...]` with
   the known part pasted from y.
 
@@ -93,6 +94,7 @@ def inpaint(sde: SDE, score_fn, y: torch.Tensor, mask: torch.Tensor, solver: str
   So use 'pc' with a Langevin corrector (snr ~0.3) for accurate inpainting.
   """
   method = method or ('project' if solver == 'pc' else 'score')
+  sample_kwargs = {**sample_kwargs, **(solver_options or {})}  # e.g. the ODE solver's 'method'
   if method == 'score':
     res = sample(sde, inpaint_score(sde, score_fn, y, mask, known), y.shape, solver, **sample_kwargs)
     x = res.x
