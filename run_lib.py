@@ -72,18 +72,21 @@ def _autocast(config, device):
   return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def train(config, workdir: str) -> dict:
-  """Train (resuming from the workdir's newest checkpoint) until config.training.n_iters, on
-  one process or under torchrun (DDP; rank 0 logs and writes checkpoints and samples).
+def train(config, workdir: str, task: str = 'score') -> dict:
+  """Train (resuming from the newest checkpoint) until config.training.n_iters, on one process
+  or under torchrun (DDP; rank 0 logs and writes checkpoints and samples). `task` 'classifier'
+  trains the noisy classifier of classifier guidance (--mode train_classifier) in
+  <workdir>/classifier/, with its accuracy per noise level in TensorBoard.
 
   SIGTERM / SIGINT save a checkpoint at the current step and raise `Interrupted`."""
   from torch.utils.tensorboard import SummaryWriter
-  ensure_writable(ckpt_dir(workdir), 'checkpoints')
-  trainer = Trainer(config, workdir)
+  ensure_writable(ckpt_dir(workdir, task), 'checkpoints')
+  trainer = Trainer(config, workdir, task)
   try:
     trainer.restore()
     main = trainer.dist.is_main
-    writer = SummaryWriter(os.path.join(workdir, 'tensorboard')) if main else None
+    logs = os.path.join(workdir, *(['classifier'] if task == 'classifier' else []), 'tensorboard')
+    writer = SummaryWriter(logs) if main else None
     metrics = _train_loop(config, trainer, writer)
     if writer is not None:
       writer.close()
@@ -121,9 +124,35 @@ def _after_step(config, trainer: Trainer, writer, metrics: dict, bar) -> None:
     bar.set_postfix(loss=f"{metrics['loss']:.4g}")
   if step % tr.snapshot_freq_for_preemption == 0 or step % tr.snapshot_freq == 0 or step == tr.n_iters:
     trainer.save()
+    if trainer.task == 'classifier' and writer is not None:
+      _classifier_accuracy(config, trainer, writer)
+  if trainer.task == 'classifier':
+    return
   sample_now = step % tr.snapshot_freq == 0 or (tr.sample_freq > 0 and step % tr.sample_freq == 0)
   if tr.snapshot_sampling and sample_now and writer is not None:
     writer.add_image('samples', _snapshot_samples(config, trainer), step, dataformats='HWC')
+
+
+def _classifier_accuracy(config, trainer: Trainer, writer, bins: int = 5) -> None:
+  """The classifier's test accuracy on x_t in `bins` equal ranges of t, as TensorBoard scalars
+  accuracy/t_<lo>-<hi> (EMA weights, restored afterwards)."""
+  from score_sde.classifier import accuracy_by_noise_level
+  test = _dataset(config, 'test')
+  loader = datasets.InfiniteLoader(test, min(config.eval.batch_size, len(test)), seed=config.seed,
+                                   shuffle=False, drop_last=False, device=trainer.device)
+  scaler, gen = datasets.get_data_scaler(config), torch.Generator(device=trainer.device).manual_seed(0)
+  trainer.ema.store(trainer.params)
+  trainer.ema.copy_to(trainer.params)
+  trainer.model.eval()
+  accs = []
+  for _ in range(min(config.classifier.eval_batches, loader.batches_per_epoch)):
+    x, y = next(loader)
+    accs.append(accuracy_by_noise_level(trainer.model, trainer.sde, scaler(x), y, bins, gen))
+  trainer.model.train()
+  trainer.ema.restore(trainer.params)
+  edges = torch.linspace(config.training.eps, trainer.sde.T, bins + 1).tolist()
+  for k, acc in enumerate(torch.stack(accs).mean(0).tolist()):
+    writer.add_scalar(f'accuracy/t_{edges[k]:.2f}-{edges[k + 1]:.2f}', acc, trainer.step)
 
 
 def _snapshot_samples(config, trainer: Trainer) -> np.ndarray:
@@ -166,8 +195,9 @@ def _solver_kwargs(config, solver: str) -> dict:
 
 
 def _labels_for(config, num_samples: int, device):
-  """Class labels for conditional sampling: config.sampling.label, or one grid row per class."""
-  if not config.model.class_conditional:
+  """Class labels for conditional sampling or classifier guidance: config.sampling.label, or
+  one grid row per class."""
+  if not config.model.class_conditional and config.sampling.classifier_scale <= 0:
     return None
   n_cls = config.data.num_classes
   if config.sampling.label >= 0:
@@ -175,16 +205,53 @@ def _labels_for(config, num_samples: int, device):
   return (torch.arange(num_samples, device=device) * n_cls // num_samples).long()
 
 
-def _score_fn(config, model, y):
-  """The score the sampler sees: the model, with its label bound and CFG applied."""
+def _score_fn(config, model, y, classifier=None):
+  """The score the sampler sees: the model, with its label bound, CFG applied (conditional
+  models) and the noisy classifier's guidance added (`classifier`)."""
   if y is None:
     return model
-  from score_sde.guidance import bind, classifier_free
-  guided = classifier_free(model, config.sampling.guidance_scale, null_label=config.data.num_classes)
+  from score_sde.classifier import classifier_log_prob_fn
+  from score_sde.guidance import bind, classifier_free, classifier_guidance
+  score = model
+  if config.model.class_conditional:
+    score = bind(classifier_free(model, config.sampling.guidance_scale,
+                                 null_label=config.data.num_classes), y)
+  if classifier is None:
+    return score
+  guided = classifier_guidance(score, classifier_log_prob_fn(classifier), config.sampling.classifier_scale)
   return bind(guided, y)
 
 
-def generate(config, model, num_samples: int, solver: str | None = None, progress=None):
+def load_guidance_classifier(config, workdir: str, device):
+  """The noisy classifier (EMA weights) for classifier guidance, or None when
+  config.sampling.classifier_scale is 0; from sampling.classifier_checkpoint or the newest in
+  <workdir>/classifier/checkpoints."""
+  from score_sde.classifier import create_classifier
+  from score_sde.models import ExponentialMovingAverage
+  if config.sampling.classifier_scale <= 0:
+    return None
+  path = config.sampling.classifier_checkpoint
+  if not path:
+    found = latest_checkpoint(workdir, 'classifier')
+    if found is None:
+      raise UserError(f"classifier guidance needs a classifier: none in {ckpt_dir(workdir, 'classifier')}; "
+                      'train one with --mode train_classifier or set config.sampling.classifier_checkpoint')
+    path = found[1]
+  net = create_classifier(config, len(data_shape(config)) == 1)
+  try:
+    state = ckpt.read_checkpoint(path)
+    ckpt.load_weights(net, state['model'], where=f'classifier checkpoint {path}')
+    if state.get('ema'):
+      ema = ExponentialMovingAverage([p for p in net.parameters() if p.requires_grad], 0.999)
+      ema.load_state_dict(state['ema'])
+      ema.copy_to(net.parameters())
+  except (ckpt.CheckpointError, FileNotFoundError, KeyError, ValueError) as e:
+    raise UserError(str(e)) from None
+  return net.to(device).eval()
+
+
+def generate(config, model, num_samples: int, solver: str | None = None, progress=None,
+             classifier=None):
   """Samples `[n, ...]` in data space ([0, 1] for images) and the total NFE, in batches."""
   solver = (solver or config.sampling.method).lower()
   if solver not in SOLVERS:
@@ -202,7 +269,7 @@ def generate(config, model, num_samples: int, solver: str | None = None, progres
       b = min(s.batch_size, num_samples - start)
       y = None if labels is None else labels[start:start + b]
       with _autocast(config, device):
-        res = run_sampler(model.sde, _score_fn(config, model, y), (b,) + shape, solver,
+        res = run_sampler(model.sde, _score_fn(config, model, y, classifier), (b,) + shape, solver,
                           steps=s.steps or None, generator=gen, device=device, eps=s.eps,
                           denoise=s.noise_removal, progress=progress, **kwargs)
       out.append(inverse(res.x.float()).cpu())
@@ -218,7 +285,9 @@ def sample(config, workdir: str, solver: str | None = None, checkpoint: str = ''
   model, path = load_eval_model(config, workdir, checkpoint)
   solver = (solver or config.sampling.method).lower()
   bar = lambda it: tqdm.tqdm(it, desc=f'sample ({solver})', leave=False, dynamic_ncols=True)
-  x, nfe = generate(config, model, config.sampling.num_samples, solver, progress=bar)
+  classifier = load_guidance_classifier(config, workdir, next(model.parameters()).device)
+  x, nfe = generate(config, model, config.sampling.num_samples, solver, progress=bar,
+                    classifier=classifier)
   stem = os.path.join(workdir, 'samples', f'{solver}_{os.path.basename(path)[:-4]}')
   _write(stem + '.png', lambda p: visualize.save_samples_png(x, p, nrow=_grid_row(config, len(x))))
   _write(stem + '.npz', lambda p: np.savez_compressed(p, samples=x.numpy(), nfe=nfe))
@@ -236,7 +305,8 @@ def _write(path: str, writer) -> None:
 
 
 def _grid_row(config, n: int) -> int | None:
-  if config.model.class_conditional and config.sampling.label < 0:
+  guided = config.model.class_conditional or config.sampling.classifier_scale > 0
+  if guided and config.sampling.label < 0:
     return max(1, n // config.data.num_classes)
   return None
 

@@ -61,6 +61,8 @@ def _sampling():
   s.num_samples = 64
   s.guidance_scale = 1.0
   s.label = -1                    # -1: one grid row per class when conditional
+  s.classifier_scale = 0.0        # > 0: classifier guidance with the noisy classifier
+  s.classifier_checkpoint = ''    # default: newest in <workdir>/classifier/checkpoints
   s.seed = 0
   return s
 
@@ -73,6 +75,16 @@ def _eval():
   e.bpd_divergence = 'hutchinson'
   e.inception_path = ''
   return e
+
+
+def _classifier():
+  c = ml_collections.ConfigDict()  # --mode train_classifier (noisy classifier for guidance);
+  c.ch = 64                       # it trains with the training.* and optim.* keys
+  c.levels = 3                    # conv classifier width / number of levels (images)
+  c.hidden = 128                  # MLP classifier (2-D toys)
+  c.depth = 3
+  c.eval_batches = 4              # accuracy per noise level (TensorBoard) on this many test batches
+  return c
 
 
 def _inverse():
@@ -169,6 +181,7 @@ def get_default_config():
   config.sampling = _sampling()
   config.eval = _eval()
   config.inverse = _inverse()
+  config.classifier = _classifier()
   config.data = _data()
   config.model = _model()
   config.optim = _optim()

@@ -91,12 +91,18 @@ def _uniform_t(sde: SDE, x0: torch.Tensor, generator, eps: float) -> torch.Tenso
 
 
 def classifier_loss(classifier: nn.Module, sde: SDE, x0: torch.Tensor, y: torch.Tensor,
-                    generator=None, eps: float = 1e-5) -> torch.Tensor:
+                    generator=None, eps: float = 1e-5, noise=None) -> torch.Tensor:
   """Mean cross-entropy of `classifier(x_t, t)` against labels `y` `[B]` with
-  t ~ U(eps, T) and x_t ~ p_0t(x_t | x0); x0 is `[B, ...]`. Returns a scalar."""
-  t = _uniform_t(sde, x0, generator, eps)
-  logits = classifier(perturb(sde, x0, t, generator), t)
-  return F.cross_entropy(logits, y.long())
+  t ~ U(eps, T) and x_t ~ p_0t(x_t | x0); x0 is `[B, ...]`. Returns a scalar.
+  `noise=(u [B], z [B, ...])` (u ~ U(0, 1), z ~ N(0, I)) replaces the draws from `generator`."""
+  if noise is None:
+    t = _uniform_t(sde, x0, generator, eps)
+    xt = perturb(sde, x0, t, generator)
+  else:
+    u, z = noise
+    t = u.to(x0) * (sde.T - eps) + eps
+    xt = bcast(sde.mean_coeff(t), x0) * x0 + bcast(sde.marginal_std(t), x0) * z.to(x0)
+  return F.cross_entropy(classifier(xt, t), y.long())
 
 
 def classifier_log_prob_fn(classifier: nn.Module):
@@ -124,5 +130,14 @@ def accuracy_by_noise_level(classifier: nn.Module, sde: SDE, x0: torch.Tensor, y
   return torch.stack(acc)
 
 
+def create_classifier(config, flat: bool) -> nn.Module:
+  """The noisy classifier for `config.data`: an MLP for flat (toy) data, else the conv encoder;
+  sizes from `config.classifier`."""
+  c, d = config.classifier, config.data
+  if flat:
+    return MLPClassifier(d.num_channels, d.num_classes, hidden=c.hidden, depth=c.depth)
+  return NoisyClassifier(d.num_channels, d.num_classes, ch=c.ch, levels=c.levels)
+
+
 __all__ = ['NoisyClassifier', 'MLPClassifier', 'classifier_loss', 'classifier_log_prob_fn',
-           'accuracy_by_noise_level', 'perturb']
+           'accuracy_by_noise_level', 'perturb', 'create_classifier']

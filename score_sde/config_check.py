@@ -80,6 +80,9 @@ def rules() -> dict:
       'optim.beta1': _num(0.0, 1.0, hi_open=True), 'optim.eps': _num(0.0, lo_open=True),
       'optim.weight_decay': _num(0.0), 'optim.warmup': NON_NEGATIVE_INT,
       'runtime.amp': _choice(('none', 'bf16')),
+      'classifier.ch': POSITIVE_INT, 'classifier.levels': POSITIVE_INT,
+      'classifier.hidden': POSITIVE_INT, 'classifier.depth': POSITIVE_INT,
+      'classifier.eval_batches': POSITIVE_INT, 'sampling.classifier_scale': _num(0.0),
       'inverse.num_images': POSITIVE_INT, 'inverse.random_fraction': PROBABILITY,
       'inverse.method': _choice(('', 'project', 'score')),
   }

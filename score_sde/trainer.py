@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from score_sde import checkpoint as ckpt
 from score_sde import datasets, distributed, losses, optim
+from score_sde.classifier import classifier_loss, create_classifier
 from score_sde.data.loader import mix_seed
 from score_sde.errors import TrainingError, UserError
 from score_sde.models import (ExponentialMovingAverage, check_metadata, checkpoint_metadata,
@@ -48,18 +49,23 @@ def get_device(config) -> torch.device:
   return torch.device(want)
 
 
-def ckpt_dir(workdir: str) -> str:
-  return os.path.join(workdir, 'checkpoints')
+TASKS = ('score', 'classifier')
 
 
-def latest_checkpoint(workdir: str) -> tuple[int, str] | None:
-  found = ckpt.list_checkpoints(ckpt_dir(workdir))
+def ckpt_dir(workdir: str, task: str = 'score') -> str:
+  """<workdir>/checkpoints for the score model, <workdir>/classifier/checkpoints for the noisy
+  classifier of classifier guidance."""
+  return os.path.join(workdir, *(['classifier'] if task == 'classifier' else []), 'checkpoints')
+
+
+def latest_checkpoint(workdir: str, task: str = 'score') -> tuple[int, str] | None:
+  found = ckpt.list_checkpoints(ckpt_dir(workdir, task))
   return found[-1] if found else None
 
 
-def last_good_checkpoint(workdir: str) -> str | None:
+def last_good_checkpoint(workdir: str, task: str = 'score') -> str | None:
   """The newest checkpoint whose recorded loss and weights are finite (None if there is none)."""
-  for _, path in reversed(ckpt.list_checkpoints(ckpt_dir(workdir))):
+  for _, path in reversed(ckpt.list_checkpoints(ckpt_dir(workdir, task))):
     try:
       state = ckpt.read_checkpoint(path)
     except (ckpt.CheckpointError, OSError):
@@ -87,15 +93,19 @@ def _load_train_data(config):
 class Trainer:
   """State of one training run: model, EMA, optimizer, data order and step."""
 
-  def __init__(self, config, workdir: str):
-    self.config, self.workdir = config, workdir
+  def __init__(self, config, workdir: str, task: str = 'score'):
+    self.config, self.workdir, self.task = config, workdir, task
+    self.ckpt_dir = ckpt_dir(workdir, task)
     self.dist = distributed.setup(get_device(config))
     self.device = self.dist.device
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     self.sde = get_sde(config)
     try:
-      self.model = create_model(config, self.sde).to(self.device)
-      self.loss_fn = losses.get_loss_fn_from_config(config, self.sde)
+      if task == 'classifier':
+        self.model = create_classifier(config, len(data_shape(config)) == 1).to(self.device)
+      else:
+        self.model = create_model(config, self.sde).to(self.device)
+        self.loss_fn = losses.get_loss_fn_from_config(config, self.sde)
     except ValueError as e:
       raise UserError(str(e)) from None
     if config.runtime.channels_last:
@@ -131,17 +141,26 @@ class Trainer:
     rng = {'cpu': torch.get_rng_state()}
     if torch.cuda.is_available():
       rng['cuda'] = torch.cuda.get_rng_state_all()
-    return {'model': self.model.net.state_dict(), 'ema': self.ema.state_dict(),
+    return {'model': self.weights().state_dict(), 'ema': self.ema.state_dict(),
             'optimizer': self.optimizer.state_dict(), 'step': self.step, 'rng': rng,
             'loader': {**self.loader.state_dict(), 'stride': self.dist.world_size * self.micro},
             'loss': self.last_loss,
-            'meta': checkpoint_metadata(self.config, self.model)}
+            'meta': self.metadata()}
+
+  def weights(self) -> torch.nn.Module:
+    """The module whose state dict a checkpoint holds (the network, as score_sde_pytorch)."""
+    return self.model if self.task == 'classifier' else self.model.net
+
+  def metadata(self) -> dict:
+    if self.task == 'classifier':
+      return {'sde': self.sde.describe(), 'network': 'noisy_classifier'}
+    return checkpoint_metadata(self.config, self.model)
 
   def save(self) -> str:
     """Write checkpoint_<step>.pth (once per step) and prune the rolling ones. A failed write
     (full disk, say) leaves the older checkpoints untouched and is a one-line UserError."""
     tr = self.config.training
-    path = os.path.join(ckpt_dir(self.workdir), f'checkpoint_{self.step}.pth')
+    path = os.path.join(self.ckpt_dir, f'checkpoint_{self.step}.pth')
     if self.saved_step == self.step:
       return path
     if not self.dist.is_main:  # rank 0 writes; the others wait until it has
@@ -152,21 +171,21 @@ class Trainer:
       ckpt.save_checkpoint(path, self.state())
     except OSError as e:
       why = 'the disk is full' if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
-      last = latest_checkpoint(self.workdir)
+      last = latest_checkpoint(self.workdir, self.task)
       raise UserError(f'cannot write checkpoint {path}: {why}; the run can resume from '
                       f"{last[1] if last else 'the start'} once there is room") from None
     self.saved_step = self.step
     keep_forever = lambda s: s % tr.snapshot_freq == 0
-    ckpt.prune_checkpoints(ckpt_dir(self.workdir), tr.keep_checkpoints, protect=keep_forever)
+    ckpt.prune_checkpoints(self.ckpt_dir, tr.keep_checkpoints, protect=keep_forever)
     distributed.barrier(self.dist)
     return path
 
   def restore(self) -> None:
     """Resume from the newest checkpoint of the workdir, if any (partial writes removed first)."""
     if self.dist.is_main:
-      for stale in ckpt.remove_partial_writes(ckpt_dir(self.workdir)):
+      for stale in ckpt.remove_partial_writes(self.ckpt_dir):
         logging.info('removed a partial checkpoint write: %s', stale)
-    found = latest_checkpoint(self.workdir)
+    found = latest_checkpoint(self.workdir, self.task)
     if found is None:
       return
     hint = '(delete it to resume from an older one)'
@@ -175,9 +194,14 @@ class Trainer:
     except (ckpt.CheckpointError, ValueError) as e:
       raise UserError(f'cannot resume from {found[1]}: {e} {hint}') from None
     # a run resumed with another SDE / network / convention would silently train garbage
-    check_metadata(state.get('meta'), self.config, self.model, f'checkpoint {found[1]}')
+    if self.task == 'classifier':
+      if state.get('meta') and state['meta'] != self.metadata():
+        raise ckpt.CheckpointError(f"checkpoint {found[1]} holds a classifier for {state['meta']} "
+                                   f'but the config gives {self.metadata()}')
+    else:
+      check_metadata(state.get('meta'), self.config, self.model, f'checkpoint {found[1]}')
     try:
-      ckpt.load_weights(self.model.net, state['model'], where=f'checkpoint {found[1]}')
+      ckpt.load_weights(self.weights(), state['model'], where=f'checkpoint {found[1]}')
       self.ema.load_state_dict(state['ema'])
       self.optimizer.load_state_dict(state['optimizer'])
     except (ckpt.CheckpointError, KeyError, ValueError) as e:
@@ -216,6 +240,9 @@ class Trainer:
     x = self.scaler(x)
     if c.runtime.channels_last and x.ndim == 4:
       x = x.contiguous(memory_format=torch.channels_last)
+    if self.task == 'classifier':
+      return classifier_loss(self.compiled, self.sde, x, y, eps=c.training.eps,
+                             noise=(noise['u'], noise['z']))
     if c.model.class_conditional:  # classifier-free guidance: drop labels with prob. p_uncond
       y = torch.where(noise['drop'] < c.training.p_uncond, torch.full_like(y, c.data.num_classes), y)
     else:
@@ -268,7 +295,7 @@ class Trainer:
       logging.warning('non-finite loss %s at step %d: step skipped', loss.item(), self.step + 1)
       return {'loss': float('nan')}
     times = f' {self.nan_skips} times in a row' if tr.nan_policy == 'skip' else ''
-    good = last_good_checkpoint(self.workdir)
+    good = last_good_checkpoint(self.workdir, self.task)
     raise TrainingError(f'non-finite loss ({loss.item()}) at step {self.step + 1}{times}; last good '
                         f"checkpoint: {good or 'none'} (lower optim.lr or raise optim.warmup)")
 
