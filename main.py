@@ -1,6 +1,6 @@
 """Command line: `python main.py --mode MODE --config CFG --workdir DIR [--config.a.b=v ...]`.
 
-Modes: train, train_classifier, sample, likelihood, inpaint, colorize. Several GPUs: the same under torchrun.
+Modes: train, train_classifier, sample, likelihood, eval, inpaint, colorize. Several GPUs: the same under torchrun.
 
 Only parses flags and dispatches to run_lib. Errors in the user's input (`UserError`,
 including a bad config file, an unknown config key or an out-of-range value) are printed as
@@ -29,6 +29,7 @@ MODES = {
     'train_classifier': lambda cfg, wd: run_lib.train(cfg, wd, task='classifier'),
     'sample': lambda cfg, wd: run_lib.sample(cfg, wd, FLAGS.solver, FLAGS.checkpoint),
     'likelihood': lambda cfg, wd: run_lib.likelihood(cfg, wd, FLAGS.checkpoint),
+    'eval': lambda cfg, wd: run_lib.evaluate(cfg, wd, FLAGS.solver, FLAGS.checkpoint),
     'inpaint': lambda cfg, wd: run_lib.inverse_problem(cfg, wd, 'inpaint', FLAGS.solver, FLAGS.checkpoint),
     'colorize': lambda cfg, wd: run_lib.inverse_problem(cfg, wd, 'colorize', FLAGS.solver, FLAGS.checkpoint),
 }

@@ -251,8 +251,9 @@ def load_guidance_classifier(config, workdir: str, device):
 
 
 def generate(config, model, num_samples: int, solver: str | None = None, progress=None,
-             classifier=None):
-  """Samples `[n, ...]` in data space ([0, 1] for images) and the total NFE, in batches."""
+             classifier=None, seed: int | None = None, labels=None):
+  """Samples `[n, ...]` in data space ([0, 1] for images) and the total NFE, in batches
+  (noise from `seed`, default sampling.seed; class labels `labels`, default `_labels_for`)."""
   solver = (solver or config.sampling.method).lower()
   if solver not in SOLVERS:
     raise UserError(f"unknown solver '{solver}'; choose one of: {', '.join(SOLVERS)}")
@@ -260,8 +261,8 @@ def generate(config, model, num_samples: int, solver: str | None = None, progres
   shape = data_shape(config)
   device = next(model.parameters()).device
   inverse = datasets.get_data_inverse_scaler(config)
-  gen = torch.Generator(device=device).manual_seed(s.seed)
-  labels = _labels_for(config, num_samples, device)
+  gen = torch.Generator(device=device).manual_seed(s.seed if seed is None else seed)
+  labels = _labels_for(config, num_samples, device) if labels is None else labels
   out, nfe = [], 0
   try:
     kwargs = _solver_kwargs(config, solver)
@@ -400,3 +401,52 @@ def inverse_problem(config, workdir: str, task: str, solver: str | None = None,
   print(f'wrote {len(x0)} {task} results to {stem}.png (rows: input, result, original; '
         f'RMSE to the originals {err:.4f})')
   return stem + '.png'
+
+
+def evaluate(config, workdir: str, solver: str | None = None, checkpoint: str = '') -> list[dict]:
+  """--mode eval: for each checkpoint in [eval.begin_ckpt, eval.end_ckpt] (or `checkpoint`),
+  eval.num_samples samples (in resumable shards under <workdir>/eval/checkpoint_<n>/) scored
+  by FID / IS / KID against the dataset's Inception statistics (sliced W2 for 2-D toys), and
+  the test-split bits/dim when eval.enable_bpd; a JSON report per checkpoint and TensorBoard
+  scalars under eval/."""
+  from torch.utils.tensorboard import SummaryWriter
+  from score_sde.data.loader import mix_seed
+  from score_sde.evaluation import loop
+  e = config.eval
+  solver = (solver or e.solver or config.sampling.method).lower()
+  out_root = ensure_writable(os.path.join(workdir, 'eval'), 'evaluation results')
+  targets = ([(int(ckpt._NAME.search(checkpoint).group(1)) if ckpt._NAME.search(checkpoint) else 0, checkpoint)]
+             if checkpoint else loop.eval_checkpoints(config, ckpt_dir(workdir)))
+  flat, cache, reports = len(data_shape(config)) == 1, {}, []
+  writer = SummaryWriter(os.path.join(workdir, 'tensorboard', 'eval'))
+  for step, path in targets:
+    name = os.path.basename(path)[:-4]
+    out_dir = ensure_writable(os.path.join(out_root, name), 'evaluation shards')
+    model, _ = load_eval_model(config, workdir, path)
+    device = next(model.parameters()).device
+    report = {'checkpoint': path, 'step': step, 'solver': solver}
+    if e.enable_sampling:
+      classifier = load_guidance_classifier(config, workdir, device)
+      all_labels = _labels_for(config, e.num_samples, device)
+      shard = lambda i, start, n: generate(
+          config, model, n, solver, classifier=classifier, seed=mix_seed(config.sampling.seed, i),
+          labels=None if all_labels is None else all_labels[start:start + n])
+      files, nfe = loop.eval_samples(config, shard, out_dir)
+      report.update(num_samples=e.num_samples, nfe_per_batch=nfe,
+                    **loop.sample_quality(config, workdir, files, flat, cache, device))
+    if e.enable_bpd:
+      mean, se = loop.summary(loop.likelihood_values(config, model, flat, out_dir))
+      unit = 'nats_per_dim' if flat else 'bits_per_dim'
+      report.update({unit: mean, f'{unit}_stderr': se, 'bpd_num_examples': _count_bpd(out_dir)})
+    _write(os.path.join(out_root, name + '.json'), lambda p: ckpt.save_json(p, report))
+    for k, v in report.items():
+      if isinstance(v, float):
+        writer.add_scalar(f'eval/{k}', v, step)
+    print(f'{name}: ' + ', '.join(f'{k} {v:.4g}' for k, v in report.items() if isinstance(v, float)))
+    reports.append(report)
+  writer.close()
+  return reports
+
+
+def _count_bpd(out_dir: str) -> int:
+  return sum(len(np.load(os.path.join(out_dir, f))) for f in os.listdir(out_dir) if f.startswith('bpd_'))

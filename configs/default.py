@@ -68,8 +68,17 @@ def _sampling():
 
 
 def _eval():
-  e = ml_collections.ConfigDict()
+  e = ml_collections.ConfigDict()  # --mode eval (and the batch size of --mode likelihood)
   e.batch_size = 256
+  e.num_samples = 50000           # samples per checkpoint for FID / IS / KID (toys: sliced W2)
+  e.begin_ckpt = 0                # checkpoints whose step is in [begin_ckpt, end_ckpt]
+  e.end_ckpt = -1                 # -1: no end
+  e.enable_sampling = True
+  e.enable_bpd = True             # test-split bits/dim through the probability-flow ODE
+  e.solver = ''                   # sampler for --mode eval ('' = sampling.method)
+  e.stats_path = ''               # dataset Inception stats (.npz); default <workdir>/eval/
+  e.kid_subset_size = 1000
+  e.fid_method = 'sqrtm'          # sqrtm (as pytorch-fid / TTUR) | eig
   e.bpd_dataset = 'test'
   e.bpd_num_batches = 0           # 0: the whole split
   e.bpd_divergence = 'hutchinson'

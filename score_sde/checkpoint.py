@@ -96,6 +96,22 @@ def save_checkpoint(path: str, state: dict) -> None:
   _atomic_write(path + '.sha256', hashlib.sha256(data).hexdigest().encode())
 
 
+def save_arrays(path: str, **arrays) -> None:
+  """Atomically write named NumPy arrays as an .npz file (shards of resumable evaluations)."""
+  import numpy as np
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  _atomic_write(path, buf.getvalue())
+
+
+def save_npy(path: str, array) -> None:
+  """Atomically write one NumPy array as .npy."""
+  import numpy as np
+  buf = io.BytesIO()
+  np.save(buf, np.asarray(array), allow_pickle=False)
+  _atomic_write(path, buf.getvalue())
+
+
 def save_json(path: str, obj) -> None:
   """Atomically write `obj` as indented JSON."""
   _atomic_write(path, (json.dumps(obj, indent=2) + '\n').encode())

@@ -182,3 +182,20 @@ def kernel_inception_distance(feats1, feats2, subsets: int = 100, subset_size: i
     y = feats2[rng.choice(n2, subset_size, replace=False)]
     mmds[i] = polynomial_mmd2_unbiased(x, y, degree, gamma, coef0)
   return float(mmds.mean()), float(mmds.std())
+
+
+def sliced_w2(x, ref, proj) -> float:
+  """Sliced Wasserstein-2 between samples x `[n, D]` and ref `[m, D]` (m a multiple of n is
+  best) over unit directions proj `[L, D]`: sqrt of the mean over directions of the 1-D W2^2
+  between x's sorted projections and ref's matching quantiles (Bonneel et al. 2015)."""
+  x, ref, proj = (np.asarray(a, dtype=np.float64) for a in (x, ref, proj))
+  px, pr = np.sort(x @ proj.T, axis=0), np.sort(ref @ proj.T, axis=0)
+  n, m = len(px), len(pr)
+  idx = np.minimum(((np.arange(n) + 0.5) * m / n).astype(np.int64), m - 1)
+  return float(np.sqrt(np.mean((px - pr[idx]) ** 2)))
+
+
+def random_directions(dim: int, num: int = 256, seed: int = 0) -> np.ndarray:
+  """`[num, dim]` unit vectors, uniform on the sphere."""
+  v = np.random.default_rng(seed).standard_normal((num, dim))
+  return v / np.linalg.norm(v, axis=1, keepdims=True)

@@ -1,0 +1,143 @@
+"""The batch loops of `--mode eval`: which checkpoints to evaluate, resumable sample and
+bits/dim shards, and the sample-quality report.
+
+Every shard is written to disk as soon as it is done (atomic writes, see score_sde.checkpoint)
+and a shard already on disk is reused, so a pre-empted evaluation resumes where it stopped.
+Sample shard i is drawn with its own seed, so a redrawn shard equals the lost one.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import tqdm
+
+from score_sde import checkpoint as ckpt
+from score_sde import datasets
+from score_sde.errors import UserError
+from score_sde.likelihood import bits_per_dim, log_likelihood
+
+
+def eval_checkpoints(config, folder: str) -> list[tuple[int, str]]:
+  """(step, path) of the checkpoints in `folder` numbered in [eval.begin_ckpt, eval.end_ckpt]
+  (end -1: no end)."""
+  e = config.eval
+  every = ckpt.list_checkpoints(folder)
+  if not every:
+    raise UserError(f'no checkpoint in {folder}; train first (--mode train)')
+  found = [(n, p) for n, p in every if n >= e.begin_ckpt and (e.end_ckpt < 0 or n <= e.end_ckpt)]
+  if not found:
+    raise UserError(f'no checkpoint numbered in [{e.begin_ckpt}, '
+                    f"{e.end_ckpt if e.end_ckpt >= 0 else 'inf'}] in {folder} "
+                    f'(it has {[n for n, _ in every]}; set config.eval.begin_ckpt / end_ckpt)')
+  return found
+
+
+def eval_samples(config, sample_shard, out_dir: str) -> tuple[list[str], float]:
+  """config.eval.num_samples samples in shards of config.sampling.batch_size, one
+  `samples_<i>.npz` each under out_dir (images as uint8 `[B, C, H, W]`, vectors as float
+  `[B, D]`, with the shard's NFE). `sample_shard(i, start, n) -> (x in data space, nfe)`.
+  Returns the files and the mean NFE per shard."""
+  n, bs = config.eval.num_samples, config.sampling.batch_size
+  files, nfes = [], []
+  for i, start in enumerate(tqdm.trange(0, n, bs, desc='eval samples', dynamic_ncols=True)):
+    path = os.path.join(out_dir, f'samples_{i:05d}.npz')
+    if not os.path.exists(path):
+      x, nfe = sample_shard(i, start, min(bs, n - start))
+      x = x.numpy() if x.ndim == 2 else (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+      ckpt.save_arrays(path, samples=x, nfe=np.array(nfe))
+    files.append(path)
+    with np.load(path) as f:
+      nfes.append(int(f['nfe']))
+  return files, float(np.mean(nfes))
+
+
+def reference_stats(config, workdir: str, inception, device):
+  """Inception statistics (and features, for KID) of the training split, without random flips;
+  cached at config.eval.stats_path (default <workdir>/eval/<dataset>_<size>_train_stats.npz)."""
+  from score_sde.evaluation.stats import _load_cache, load_or_compute_stats
+  d = config.data
+  path = config.eval.stats_path or os.path.join(
+      workdir, 'eval', f'{d.dataset}_{d.image_size}_train_stats.npz')
+  if os.path.exists(path):  # given or cached (without pool3 features KID is skipped)
+    try:
+      return _load_cache(path)
+    except ValueError as e:
+      raise UserError(str(e)) from None
+  cfg = config.copy_and_resolve_references()
+  cfg.data.random_flip = False
+  loader = datasets.InfiniteLoader(_split(cfg, 'train'), config.eval.batch_size, seed=0,
+                                   shuffle=False, drop_last=False)
+  batches = lambda: (next(loader)[0] for _ in range(loader.batches_per_epoch))
+  return load_or_compute_stats(path, batches, inception, device, keep_features=True,
+                               num_images=len(loader.dataset))
+
+
+def _split(config, split):
+  try:
+    return datasets.get_dataset(config, split)
+  except (FileNotFoundError, ValueError) as e:
+    raise UserError(str(e)) from None
+
+
+def sample_quality(config, workdir: str, files: list[str], flat: bool, cache: dict, device) -> dict:
+  """FID / IS / KID of the sample files (images), or sliced-W2 and moment errors against the
+  test split (vectors). `cache` keeps the Inception network and reference statistics between
+  checkpoints."""
+  from score_sde.evaluation.inception import load_inception
+  from score_sde.evaluation.report import image_quality, point_quality
+  if flat:
+    test = _split(config, 'test')
+    return point_quality(np.concatenate([np.load(f)['samples'] for f in files]),
+                         torch.stack([test[i][0] for i in range(len(test))]).numpy())
+  if 'inception' not in cache:
+    try:
+      cache['inception'] = load_inception(config.eval.inception_path, device)
+    except (FileNotFoundError, ValueError) as e:
+      raise UserError(str(e)) from None
+    cache['reference'] = reference_stats(config, workdir, cache['inception'], device)
+  images = (torch.from_numpy(np.load(f)['samples']) for f in files)
+  return image_quality(images, config.eval.num_samples, cache['inception'], cache['reference'],
+                       device, config.eval.kid_subset_size, fid_method=config.eval.fid_method)
+
+
+def likelihood_values(config, model, flat: bool, cache_dir: str) -> np.ndarray:
+  """Per-example bits/dim (nats/dim for vectors) of config.eval.bpd_dataset, `[N]` float64,
+  over its first eval.bpd_num_batches batches (0: all); each batch's values are saved in
+  cache_dir as bpd_<i>.npy and reused."""
+  device = next(model.parameters()).device
+  loader = datasets.InfiniteLoader(_split(config, config.eval.bpd_dataset), config.eval.batch_size,
+                                   seed=config.seed, shuffle=False, drop_last=False, device=device)
+  n_batches = loader.batches_per_epoch
+  if config.eval.bpd_num_batches > 0:
+    n_batches = min(n_batches, config.eval.bpd_num_batches)
+  scaler, values = datasets.get_data_scaler(config), []
+  for i in tqdm.tqdm(range(n_batches), desc='bits/dim', dynamic_ncols=True):
+    x, _ = next(loader)
+    cached = os.path.join(cache_dir, f'bpd_{i:05d}.npy')
+    if os.path.exists(cached):
+      values.append(np.load(cached))
+      continue
+    gen = torch.Generator(device=device).manual_seed(config.seed + i)
+    x = scaler(x if flat else datasets.dequantize(x, gen))
+    res = log_likelihood(model.sde, model, x, divergence=config.eval.bpd_divergence,
+                         rtol=config.sampling.rtol, atol=config.sampling.atol, generator=gen)
+    if flat:
+      v = (-res.logp / x[0].numel()).cpu().double().numpy()
+    else:
+      rng = (-1.0, 1.0) if config.data.centered else (0.0, 1.0)
+      v = bits_per_dim(res.logp, x.shape, data_range=rng).cpu().double().numpy()
+    ckpt.save_npy(cached, v)
+    values.append(v)
+  return np.concatenate(values)
+
+
+def summary(values: np.ndarray) -> tuple[float, float | None]:
+  """Mean and standard error (None for a single value) of per-example values."""
+  se = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
+  return float(values.mean()), se
+
+
+__all__ = ['eval_checkpoints', 'eval_samples', 'reference_stats', 'sample_quality',
+           'likelihood_values', 'summary']
