@@ -19,57 +19,17 @@ import tqdm
 from score_sde import checkpoint as ckpt
 from score_sde import config_check, datasets, visualize
 from score_sde.errors import Interrupted, TrainingError, UserError  # noqa: F401 (re-exported)
+from score_sde.generate import (ensure_writable, generate, grid_row, labels_for,
+                                load_eval_model, load_guidance_classifier, load_split,
+                                solver_kwargs, write_output)
 from score_sde.likelihood import bits_per_dim, log_likelihood
-from score_sde.models import data_shape, load_checkpoint
-from score_sde.sampling import SOLVERS, sample as run_sampler, solver_options
-from score_sde.trainer import StopSignals, Trainer, ckpt_dir, get_device, latest_checkpoint
+from score_sde.models import data_shape
+from score_sde.trainer import StopSignals, Trainer, ckpt_dir
 
 
 def check_config(config) -> None:
   """Validate every config value (a one-line ConfigError names the key and its range)."""
   config_check.validate(config)
-
-
-def ensure_writable(folder: str, what: str) -> str:
-  """Create `folder` if needed and check that a file can be written in it, before any work
-  whose result would be lost; a one-line UserError otherwise. Returns the folder."""
-  try:
-    os.makedirs(folder, exist_ok=True)
-    probe = os.path.join(folder, f'.write_test.{os.getpid()}')
-    with open(probe, 'wb') as f:
-      f.write(b'ok')
-    os.remove(probe)
-  except OSError as e:
-    blocker = _file_in_path(folder)
-    if blocker is not None:
-      raise UserError(f'cannot write {what} in {folder}: {blocker} is a file, not a directory') from None
-    raise UserError(f'cannot write {what} in {folder}: {e.strerror or e}') from None
-  return folder
-
-
-def _file_in_path(folder: str) -> str | None:
-  """The first component of `folder` that exists and is not a directory, if any."""
-  path = os.path.abspath(folder)
-  parts = []
-  while path and path != os.path.dirname(path):
-    parts.append(path)
-    path = os.path.dirname(path)
-  for p in reversed(parts):
-    if os.path.exists(p) and not os.path.isdir(p):
-      return p
-  return None
-
-
-def _dataset(config, split):
-  try:
-    return datasets.get_dataset(config, split)
-  except (FileNotFoundError, ValueError) as e:
-    raise UserError(str(e)) from None
-
-
-def _autocast(config, device):
-  enabled = config.runtime.amp == 'bf16'
-  return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def train(config, workdir: str, task: str = 'score') -> dict:
@@ -137,7 +97,7 @@ def _classifier_accuracy(config, trainer: Trainer, writer, bins: int = 5) -> Non
   """The classifier's test accuracy on x_t in `bins` equal ranges of t, as TensorBoard scalars
   accuracy/t_<lo>-<hi> (EMA weights, restored afterwards)."""
   from score_sde.classifier import accuracy_by_noise_level
-  test = _dataset(config, 'test')
+  test = load_split(config, 'test')
   loader = datasets.InfiniteLoader(test, min(config.eval.batch_size, len(test)), seed=config.seed,
                                    shuffle=False, drop_last=False, device=trainer.device)
   scaler, gen = datasets.get_data_scaler(config), torch.Generator(device=trainer.device).manual_seed(0)
@@ -168,118 +128,6 @@ def _snapshot_samples(config, trainer: Trainer) -> np.ndarray:
   return visualize.points_image(x) if x.ndim == 2 else visualize.image_grid(x)
 
 
-def load_eval_model(config, workdir: str, checkpoint: str = ''):
-  """The EMA model of `checkpoint` (default: the workdir's newest) on the configured device."""
-  if not checkpoint:
-    found = latest_checkpoint(workdir)
-    if found is None:
-      raise UserError(f'no checkpoint in {ckpt_dir(workdir)}; train first (--mode train)')
-    checkpoint = found[1]
-  try:
-    return load_checkpoint(checkpoint, config, device=get_device(config)), checkpoint
-  except (ckpt.CheckpointError, FileNotFoundError) as e:
-    raise UserError(str(e)) from None
-
-
-def _solver_kwargs(config, solver: str) -> dict:
-  """The solver-specific options of `solver` read from config.sampling."""
-  s = config.sampling
-  values = {'predictor': s.predictor, 'corrector': s.corrector, 'snr': s.snr,
-            'n_steps': s.n_steps_each, 'rtol': s.rtol, 'atol': s.atol, 'eta': s.eta,
-            'order': s.order, 'grid': s.grid, 'multistep': s.multistep, 'variance': s.variance,
-            'rho': s.rho, 's_churn': s.s_churn, 's_tmin': s.s_tmin, 's_tmax': s.s_tmax,
-            's_noise': s.s_noise, 'probability_flow': s.probability_flow}
-  values['method'] = {'ode': s.ode_method, 'sde': s.sde_method}.get(solver)
-  allowed = solver_options(solver)
-  return {k: v for k, v in values.items() if k in allowed}
-
-
-def _labels_for(config, num_samples: int, device):
-  """Class labels for conditional sampling or classifier guidance: config.sampling.label, or
-  one grid row per class."""
-  if not config.model.class_conditional and config.sampling.classifier_scale <= 0:
-    return None
-  n_cls = config.data.num_classes
-  if config.sampling.label >= 0:
-    return torch.full((num_samples,), config.sampling.label, device=device, dtype=torch.long)
-  return (torch.arange(num_samples, device=device) * n_cls // num_samples).long()
-
-
-def _score_fn(config, model, y, classifier=None):
-  """The score the sampler sees: the model, with its label bound, CFG applied (conditional
-  models) and the noisy classifier's guidance added (`classifier`)."""
-  if y is None:
-    return model
-  from score_sde.classifier import classifier_log_prob_fn
-  from score_sde.guidance import bind, classifier_free, classifier_guidance
-  score = model
-  if config.model.class_conditional:
-    score = bind(classifier_free(model, config.sampling.guidance_scale,
-                                 null_label=config.data.num_classes), y)
-  if classifier is None:
-    return score
-  guided = classifier_guidance(score, classifier_log_prob_fn(classifier), config.sampling.classifier_scale)
-  return bind(guided, y)
-
-
-def load_guidance_classifier(config, workdir: str, device):
-  """The noisy classifier (EMA weights) for classifier guidance, or None when
-  config.sampling.classifier_scale is 0; from sampling.classifier_checkpoint or the newest in
-  <workdir>/classifier/checkpoints."""
-  from score_sde.classifier import create_classifier
-  from score_sde.models import ExponentialMovingAverage
-  if config.sampling.classifier_scale <= 0:
-    return None
-  path = config.sampling.classifier_checkpoint
-  if not path:
-    found = latest_checkpoint(workdir, 'classifier')
-    if found is None:
-      raise UserError(f"classifier guidance needs a classifier: none in {ckpt_dir(workdir, 'classifier')}; "
-                      'train one with --mode train_classifier or set config.sampling.classifier_checkpoint')
-    path = found[1]
-  net = create_classifier(config, len(data_shape(config)) == 1)
-  try:
-    state = ckpt.read_checkpoint(path)
-    ckpt.load_weights(net, state['model'], where=f'classifier checkpoint {path}')
-    if state.get('ema'):
-      ema = ExponentialMovingAverage([p for p in net.parameters() if p.requires_grad], 0.999)
-      ema.load_state_dict(state['ema'])
-      ema.copy_to(net.parameters())
-  except (ckpt.CheckpointError, FileNotFoundError, KeyError, ValueError) as e:
-    raise UserError(str(e)) from None
-  return net.to(device).eval()
-
-
-def generate(config, model, num_samples: int, solver: str | None = None, progress=None,
-             classifier=None, seed: int | None = None, labels=None):
-  """Samples `[n, ...]` in data space ([0, 1] for images) and the total NFE, in batches
-  (noise from `seed`, default sampling.seed; class labels `labels`, default `_labels_for`)."""
-  solver = (solver or config.sampling.method).lower()
-  if solver not in SOLVERS:
-    raise UserError(f"unknown solver '{solver}'; choose one of: {', '.join(SOLVERS)}")
-  s = config.sampling
-  shape = data_shape(config)
-  device = next(model.parameters()).device
-  inverse = datasets.get_data_inverse_scaler(config)
-  gen = torch.Generator(device=device).manual_seed(s.seed if seed is None else seed)
-  labels = _labels_for(config, num_samples, device) if labels is None else labels
-  out, nfe = [], 0
-  try:
-    kwargs = _solver_kwargs(config, solver)
-    for start in range(0, num_samples, s.batch_size):
-      b = min(s.batch_size, num_samples - start)
-      y = None if labels is None else labels[start:start + b]
-      with _autocast(config, device):
-        res = run_sampler(model.sde, _score_fn(config, model, y, classifier), (b,) + shape, solver,
-                          steps=s.steps or None, generator=gen, device=device, eps=s.eps,
-                          denoise=s.noise_removal, progress=progress, **kwargs)
-      out.append(inverse(res.x.float()).cpu())
-      nfe += res.nfe
-  except ValueError as e:
-    raise UserError(str(e)) from None
-  return torch.cat(out), nfe
-
-
 def sample(config, workdir: str, solver: str | None = None, checkpoint: str = '') -> str:
   """Sample config.sampling.num_samples; write samples/<solver>_<step>.png and .npz."""
   ensure_writable(os.path.join(workdir, 'samples'), 'samples')
@@ -290,26 +138,11 @@ def sample(config, workdir: str, solver: str | None = None, checkpoint: str = ''
   x, nfe = generate(config, model, config.sampling.num_samples, solver, progress=bar,
                     classifier=classifier)
   stem = os.path.join(workdir, 'samples', f'{solver}_{os.path.basename(path)[:-4]}')
-  _write(stem + '.png', lambda p: visualize.save_samples_png(x, p, nrow=_grid_row(config, len(x))))
-  _write(stem + '.npz', lambda p: np.savez_compressed(p, samples=x.numpy(), nfe=nfe))
+  write_output(stem + '.png', lambda p: visualize.save_samples_png(x, p, nrow=grid_row(config, len(x))))
+  write_output(stem + '.npz', lambda p: np.savez_compressed(p, samples=x.numpy(), nfe=nfe))
   print(f'wrote {len(x)} samples to {stem}.png and {stem}.npz (NFE per batch: '
         f'{nfe // max(1, math.ceil(len(x) / config.sampling.batch_size))})')
   return stem + '.png'
-
-
-def _write(path: str, writer) -> None:
-  """`writer(path)`, with a failed write (full disk, say) as a one-line UserError."""
-  try:
-    writer(path)
-  except OSError as e:
-    raise UserError(f'cannot write {path}: {e.strerror or e}') from None
-
-
-def _grid_row(config, n: int) -> int | None:
-  guided = config.model.class_conditional or config.sampling.classifier_scale > 0
-  if guided and config.sampling.label < 0:
-    return max(1, n // config.data.num_classes)
-  return None
 
 
 def likelihood(config, workdir: str, checkpoint: str = '') -> dict:
@@ -317,7 +150,7 @@ def likelihood(config, workdir: str, checkpoint: str = '') -> dict:
   ensure_writable(workdir, 'likelihood.json')
   model, path = load_eval_model(config, workdir, checkpoint)
   device = next(model.parameters()).device
-  data = _dataset(config, config.eval.bpd_dataset)
+  data = load_split(config, config.eval.bpd_dataset)
   loader = datasets.InfiniteLoader(data, config.eval.batch_size, seed=config.seed, shuffle=False,
                                    drop_last=False, device=device)
   n_batches = loader.batches_per_epoch
@@ -346,7 +179,7 @@ def likelihood(config, workdir: str, checkpoint: str = '') -> dict:
             'num_examples': len(v)}
   print(f"{unit}: {report['mean']:.4f} +- {report['stderr']:.4f} over {len(v)} test examples "
         f'({os.path.basename(path)})')
-  _write(os.path.join(workdir, 'likelihood.json'), lambda p: ckpt.save_json(p, report))
+  write_output(os.path.join(workdir, 'likelihood.json'), lambda p: ckpt.save_json(p, report))
   return report
 
 
@@ -367,7 +200,7 @@ def inverse_problem(config, workdir: str, task: str, solver: str | None = None,
   if inv.source:
     x0 = inverse_cli.load_images(inv.source, d.num_channels, d.image_size)[:inv.num_images]
   else:
-    test = _dataset(config, 'test')
+    test = load_split(config, 'test')
     x0 = torch.stack([test[i][0] for i in range(min(inv.num_images, len(test)))])
   x0 = x0.to(device)
   scaler, inverse_scaler = datasets.get_data_scaler(config), datasets.get_data_inverse_scaler(config)
@@ -375,8 +208,8 @@ def inverse_problem(config, workdir: str, task: str, solver: str | None = None,
   kwargs = dict(steps=s.steps or None, eps=s.eps, denoise=s.noise_removal,
                 generator=torch.Generator(device=device).manual_seed(s.seed))
   method = inv.method or ('project' if solver == 'pc' else 'score')
-  options = _solver_kwargs(config, solver) if method == 'score' else {
-      k: v for k, v in _solver_kwargs(config, 'pc').items() if k != 'probability_flow'}
+  options = solver_kwargs(config, solver) if method == 'score' else {
+      k: v for k, v in solver_kwargs(config, 'pc').items() if k != 'probability_flow'}
   try:
     with torch.no_grad():
       if task == 'inpaint':
@@ -393,8 +226,8 @@ def inverse_problem(config, workdir: str, task: str, solver: str | None = None,
   result = inverse_scaler(x.float()).clamp(0, 1)
   stem = os.path.join(out_dir, f'{task}_{solver}_{os.path.basename(path)[:-4]}')
   grid = torch.cat([shown, result, x0]).cpu()
-  _write(stem + '.png', lambda p: visualize.save_samples_png(grid, p, nrow=len(x0)))
-  _write(stem + '.npz', lambda p: np.savez_compressed(p, input=shown.cpu().numpy(),
+  write_output(stem + '.png', lambda p: visualize.save_samples_png(grid, p, nrow=len(x0)))
+  write_output(stem + '.npz', lambda p: np.savez_compressed(p, input=shown.cpu().numpy(),
                                                       result=result.cpu().numpy(),
                                                       original=x0.cpu().numpy()))
   err = float((result - x0).pow(2).mean().sqrt())
@@ -427,7 +260,7 @@ def evaluate(config, workdir: str, solver: str | None = None, checkpoint: str = 
     report = {'checkpoint': path, 'step': step, 'solver': solver}
     if e.enable_sampling:
       classifier = load_guidance_classifier(config, workdir, device)
-      all_labels = _labels_for(config, e.num_samples, device)
+      all_labels = labels_for(config, e.num_samples, device)
       shard = lambda i, start, n: generate(
           config, model, n, solver, classifier=classifier, seed=mix_seed(config.sampling.seed, i),
           labels=None if all_labels is None else all_labels[start:start + n])
@@ -438,7 +271,7 @@ def evaluate(config, workdir: str, solver: str | None = None, checkpoint: str = 
       mean, se = loop.summary(loop.likelihood_values(config, model, flat, out_dir))
       unit = 'nats_per_dim' if flat else 'bits_per_dim'
       report.update({unit: mean, f'{unit}_stderr': se, 'bpd_num_examples': _count_bpd(out_dir)})
-    _write(os.path.join(out_root, name + '.json'), lambda p: ckpt.save_json(p, report))
+    write_output(os.path.join(out_root, name + '.json'), lambda p: ckpt.save_json(p, report))
     for k, v in report.items():
       if isinstance(v, float):
         writer.add_scalar(f'eval/{k}', v, step)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config', 'configs/toy_gmm.py', '--config.model.hidden=32', '--config.model.depth=1',
@@ -23,6 +24,7 @@ def run(wd, *args):
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # end to end; the library parts have fast tests
 def test_train_classifier_then_guided_sampling(tmp_path):
   wd = tmp_path / 'run'
   assert run(wd, '--mode', 'train', '--config.training.n_iters=100').returncode == 0
@@ -50,11 +52,11 @@ def test_train_classifier_then_guided_sampling(tmp_path):
   # guidance moves samples towards their requested class (one row of 8 per class), as judged by
   # the classifier at t = 1e-3
   import torch
-  import run_lib
+  from score_sde.generate import load_guidance_classifier
   from configs.toy_gmm import get_config
   config = get_config()
   config.classifier.hidden, config.classifier.depth, config.sampling.classifier_scale = 64, 2, 1.0
-  clf = run_lib.load_guidance_classifier(config, str(wd), 'cpu')
+  clf = load_guidance_classifier(config, str(wd), 'cpu')
   labels = torch.arange(64) * 8 // 64
   agree = lambda x: float((clf(torch.as_tensor(x), torch.full((64,), 1e-3)).argmax(1) == labels).float().mean())
   print(f'class agreement: unguided {agree(x0):.2f}, guided (scale 3) {agree(x1):.2f}; '

@@ -57,10 +57,10 @@ def test_every_config_key_is_read():
             'probability_flow': True}),
 ])
 def test_solver_options_come_from_the_config(solver, expected):
-  import run_lib
+  from score_sde.generate import solver_kwargs
   c = get_default_config()
   c.sampling.grid, c.sampling.multistep, c.sampling.rho, c.sampling.s_churn = 'karras', False, 5.0, 10.0
   c.sampling.variance, c.sampling.sde_method, c.sampling.probability_flow = 'large', 'milstein', True
-  got = run_lib._solver_kwargs(c, solver)
+  got = solver_kwargs(c, solver)
   assert {k: got[k] for k in expected} == expected
 

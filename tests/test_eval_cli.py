@@ -57,6 +57,7 @@ def test_eval_toy_reports_and_resumes(tmp_path):
   assert none.returncode == 2 and 'no checkpoint numbered in [11, inf]' in none.stderr
 
 
+@pytest.mark.slow  # end to end; the library parts have fast tests
 def test_eval_images_fid_is_kid_with_local_inception(tmp_path):
   from score_sde.evaluation import (FIDInceptionV3, compute_activations, feature_statistics,
                                     frechet_distance)

@@ -62,6 +62,7 @@ def test_inpaint_ode_with_image_and_mask_files(digits, tmp_path):
   np.testing.assert_allclose(original[:, 0], images[..., 0] / 255.0, atol=1e-6)
 
 
+@pytest.mark.slow  # end to end; the library parts have fast tests
 def test_colorize_rgb_and_refuse_grey(digits, tmp_path):
   from PIL import Image
   root = tmp_path / 'rgb'

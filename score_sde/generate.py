@@ -1,0 +1,185 @@
+"""Sampling orchestration shared by the command-line modes: checkpoints to evaluation
+models, the score a sampler sees (class labels, classifier-free and classifier guidance), the
+solver options read from the config, batched generation, and output locations checked
+before any work. The maths is in score_sde.sampling / guidance / classifier."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from score_sde import checkpoint as ckpt
+from score_sde import datasets
+from score_sde.errors import UserError
+from score_sde.models import data_shape, load_checkpoint
+from score_sde.sampling import SOLVERS, sample as run_sampler, solver_options
+from score_sde.trainer import ckpt_dir, get_device, latest_checkpoint
+
+
+def ensure_writable(folder: str, what: str) -> str:
+  """Create `folder` if needed and check that a file can be written in it, before any work
+  whose result would be lost; a one-line UserError otherwise. Returns the folder."""
+  try:
+    os.makedirs(folder, exist_ok=True)
+    probe = os.path.join(folder, f'.write_test.{os.getpid()}')
+    with open(probe, 'wb') as f:
+      f.write(b'ok')
+    os.remove(probe)
+  except OSError as e:
+    blocker = _file_in_path(folder)
+    if blocker is not None:
+      raise UserError(f'cannot write {what} in {folder}: {blocker} is a file, not a directory') from None
+    raise UserError(f'cannot write {what} in {folder}: {e.strerror or e}') from None
+  return folder
+
+
+def _file_in_path(folder: str) -> str | None:
+  """The first component of `folder` that exists and is not a directory, if any."""
+  path = os.path.abspath(folder)
+  parts = []
+  while path and path != os.path.dirname(path):
+    parts.append(path)
+    path = os.path.dirname(path)
+  for p in reversed(parts):
+    if os.path.exists(p) and not os.path.isdir(p):
+      return p
+  return None
+
+
+def load_split(config, split):
+  try:
+    return datasets.get_dataset(config, split)
+  except (FileNotFoundError, ValueError) as e:
+    raise UserError(str(e)) from None
+
+
+def autocast(config, device):
+  enabled = config.runtime.amp == 'bf16'
+  return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def load_eval_model(config, workdir: str, checkpoint: str = ''):
+  """The EMA model of `checkpoint` (default: the workdir's newest) on the configured device."""
+  if not checkpoint:
+    found = latest_checkpoint(workdir)
+    if found is None:
+      raise UserError(f'no checkpoint in {ckpt_dir(workdir)}; train first (--mode train)')
+    checkpoint = found[1]
+  try:
+    return load_checkpoint(checkpoint, config, device=get_device(config)), checkpoint
+  except (ckpt.CheckpointError, FileNotFoundError) as e:
+    raise UserError(str(e)) from None
+
+
+def solver_kwargs(config, solver: str) -> dict:
+  """The solver-specific options of `solver` read from config.sampling."""
+  s = config.sampling
+  values = {'predictor': s.predictor, 'corrector': s.corrector, 'snr': s.snr,
+            'n_steps': s.n_steps_each, 'rtol': s.rtol, 'atol': s.atol, 'eta': s.eta,
+            'order': s.order, 'grid': s.grid, 'multistep': s.multistep, 'variance': s.variance,
+            'rho': s.rho, 's_churn': s.s_churn, 's_tmin': s.s_tmin, 's_tmax': s.s_tmax,
+            's_noise': s.s_noise, 'probability_flow': s.probability_flow}
+  values['method'] = {'ode': s.ode_method, 'sde': s.sde_method}.get(solver)
+  allowed = solver_options(solver)
+  return {k: v for k, v in values.items() if k in allowed}
+
+
+def labels_for(config, num_samples: int, device):
+  """Class labels for conditional sampling or classifier guidance: config.sampling.label, or
+  one grid row per class."""
+  if not config.model.class_conditional and config.sampling.classifier_scale <= 0:
+    return None
+  n_cls = config.data.num_classes
+  if config.sampling.label >= 0:
+    return torch.full((num_samples,), config.sampling.label, device=device, dtype=torch.long)
+  return (torch.arange(num_samples, device=device) * n_cls // num_samples).long()
+
+
+def guided_score_fn(config, model, y, classifier=None):
+  """The score the sampler sees: the model, with its label bound, CFG applied (conditional
+  models) and the noisy classifier's guidance added (`classifier`)."""
+  if y is None:
+    return model
+  from score_sde.classifier import classifier_log_prob_fn
+  from score_sde.guidance import bind, classifier_free, classifier_guidance
+  score = model
+  if config.model.class_conditional:
+    score = bind(classifier_free(model, config.sampling.guidance_scale,
+                                 null_label=config.data.num_classes), y)
+  if classifier is None:
+    return score
+  guided = classifier_guidance(score, classifier_log_prob_fn(classifier), config.sampling.classifier_scale)
+  return bind(guided, y)
+
+
+def load_guidance_classifier(config, workdir: str, device):
+  """The noisy classifier (EMA weights) for classifier guidance, or None when
+  config.sampling.classifier_scale is 0; from sampling.classifier_checkpoint or the newest in
+  <workdir>/classifier/checkpoints."""
+  from score_sde.classifier import create_classifier
+  from score_sde.models import ExponentialMovingAverage
+  if config.sampling.classifier_scale <= 0:
+    return None
+  path = config.sampling.classifier_checkpoint
+  if not path:
+    found = latest_checkpoint(workdir, 'classifier')
+    if found is None:
+      raise UserError(f"classifier guidance needs a classifier: none in {ckpt_dir(workdir, 'classifier')}; "
+                      'train one with --mode train_classifier or set config.sampling.classifier_checkpoint')
+    path = found[1]
+  net = create_classifier(config, len(data_shape(config)) == 1)
+  try:
+    state = ckpt.read_checkpoint(path)
+    ckpt.load_weights(net, state['model'], where=f'classifier checkpoint {path}')
+    if state.get('ema'):
+      ema = ExponentialMovingAverage([p for p in net.parameters() if p.requires_grad], 0.999)
+      ema.load_state_dict(state['ema'])
+      ema.copy_to(net.parameters())
+  except (ckpt.CheckpointError, FileNotFoundError, KeyError, ValueError) as e:
+    raise UserError(str(e)) from None
+  return net.to(device).eval()
+
+
+def generate(config, model, num_samples: int, solver: str | None = None, progress=None,
+             classifier=None, seed: int | None = None, labels=None):
+  """Samples `[n, ...]` in data space ([0, 1] for images) and the total NFE, in batches
+  (noise from `seed`, default sampling.seed; class labels `labels`, default `_labels_for`)."""
+  solver = (solver or config.sampling.method).lower()
+  if solver not in SOLVERS:
+    raise UserError(f"unknown solver '{solver}'; choose one of: {', '.join(SOLVERS)}")
+  s = config.sampling
+  shape = data_shape(config)
+  device = next(model.parameters()).device
+  inverse = datasets.get_data_inverse_scaler(config)
+  gen = torch.Generator(device=device).manual_seed(s.seed if seed is None else seed)
+  labels = labels_for(config, num_samples, device) if labels is None else labels
+  out, nfe = [], 0
+  try:
+    kwargs = solver_kwargs(config, solver)
+    for start in range(0, num_samples, s.batch_size):
+      b = min(s.batch_size, num_samples - start)
+      y = None if labels is None else labels[start:start + b]
+      with autocast(config, device):
+        res = run_sampler(model.sde, guided_score_fn(config, model, y, classifier), (b,) + shape, solver,
+                          steps=s.steps or None, generator=gen, device=device, eps=s.eps,
+                          denoise=s.noise_removal, progress=progress, **kwargs)
+      out.append(inverse(res.x.float()).cpu())
+      nfe += res.nfe
+  except ValueError as e:
+    raise UserError(str(e)) from None
+  return torch.cat(out), nfe
+
+
+def write_output(path: str, writer) -> None:
+  """`writer(path)`, with a failed write (full disk, say) as a one-line UserError."""
+  try:
+    writer(path)
+  except OSError as e:
+    raise UserError(f'cannot write {path}: {e.strerror or e}') from None
+
+
+def grid_row(config, n: int) -> int | None:
+  guided = config.model.class_conditional or config.sampling.classifier_scale > 0
+  if guided and config.sampling.label < 0:
+    return max(1, n // config.data.num_classes)
+  return None
