@@ -49,6 +49,7 @@ def _sampling():
   s.order = 2                     # dpm_solver
   s.grid = 'logsnr'               # dpm_solver: logsnr | time_uniform | karras
   s.multistep = True              # dpm_solver
+  s.unipc_variant = 'bh2'         # unipc: bh1 | bh2 (order and grid as dpm_solver)
   s.variance = 'small'            # ddpm: small (beta tilde) | large (beta)
   s.rho = 7.0                     # heun: Karras grid exponent
   s.s_churn = 0.0                 # heun: stochastic churn (Karras et al. 2022, Alg. 2)

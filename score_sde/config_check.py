@@ -63,6 +63,7 @@ def rules() -> dict:
       'sampling.variance': _choice(('small', 'large')), 'sampling.rho': _num(0.0, lo_open=True),
       'sampling.s_churn': _num(0.0), 'sampling.s_noise': _num(0.0),
       'sampling.sde_method': _choice(('euler', 'milstein', 'srk')),
+      'sampling.unipc_variant': _choice(('bh1', 'bh2')),
       'model.attention_type': _choice(('ddpm',)), 'model.conv_size': _choice_int((3,)),
       'eval.batch_size': POSITIVE_INT, 'eval.bpd_dataset': _choice(('train', 'test')),
       'eval.bpd_num_batches': NON_NEGATIVE_INT, 'eval.num_samples': POSITIVE_INT,

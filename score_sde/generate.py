@@ -78,7 +78,7 @@ def solver_kwargs(config, solver: str) -> dict:
             'n_steps': s.n_steps_each, 'rtol': s.rtol, 'atol': s.atol, 'eta': s.eta,
             'order': s.order, 'grid': s.grid, 'multistep': s.multistep, 'variance': s.variance,
             'rho': s.rho, 's_churn': s.s_churn, 's_tmin': s.s_tmin, 's_tmax': s.s_tmax,
-            's_noise': s.s_noise, 'probability_flow': s.probability_flow}
+            's_noise': s.s_noise, 'probability_flow': s.probability_flow, 'variant': s.unipc_variant}
   values['method'] = {'ode': s.ode_method, 'sde': s.sde_method}.get(solver)
   allowed = solver_options(solver)
   return {k: v for k, v in values.items() if k in allowed}

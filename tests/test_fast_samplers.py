@@ -1,4 +1,4 @@
-"""Fast samplers (ddpm, ddim, heun, dpm_solver, sde) against exact scores of Gaussian data:
+"""Fast samplers (ddpm, ddim, heun, dpm_solver, unipc, sde) against exact scores of Gaussian data:
 moments, the DDIM/Euler and ancestral/DDPM identities, convergence orders and reproducibility."""
 import math
 
@@ -34,7 +34,8 @@ def _draw(sde, solver, steps, seed=0, n=4000, data=DATA, **options):
 
 
 def test_registered_with_options():
-  assert {'ddpm', 'ddim', 'heun', 'dpm_solver', 'sde'} <= set(SOLVERS)
+  assert {'ddpm', 'ddim', 'heun', 'dpm_solver', 'sde', 'unipc'} <= set(SOLVERS)
+  assert set(solver_options('unipc')) >= {'order', 'variant', 'grid'}
   assert solver_options('ddim') == ('eta',)
   assert set(solver_options('heun')) >= {'s_churn', 's_tmin', 's_tmax', 's_noise'}
   assert set(solver_options('dpm_solver')) >= {'order', 'multistep', 'grid'}
@@ -51,6 +52,8 @@ def test_registered_with_options():
     ('dpm_solver', 20, {'order': 3, 'grid': 'karras'}, 21),
     ('dpm_solver', 10, {'order': 3, 'multistep': False, 'grid': 'time_uniform'}, 31),
     ('sde', 400, {}, 401),
+    ('unipc', 10, {'order': 3}, 11),
+    ('unipc', 40, {'order': 2, 'variant': 'bh1', 'grid': 'karras'}, 41),  # bh1 needs more steps
 ])
 def test_vp_moments(solver, steps, options, nfe):
   """Samples of N(mu, diag(s^2)) reproduce its mean and variance within 4 standard errors."""
@@ -61,7 +64,8 @@ def test_vp_moments(solver, steps, options, nfe):
 
 @pytest.mark.parametrize('sde_name', ['subvp', 've'])
 @pytest.mark.parametrize('solver,steps,options', [
-    ('heun', 60, {}), ('dpm_solver', 20, {'order': 3}), ('sde', 400, {'method': 'euler'})])
+    ('heun', 60, {}), ('dpm_solver', 20, {'order': 3}), ('sde', 400, {'method': 'euler'}),
+    ('unipc', 15, {'order': 3})])
 def test_subvp_ve_moments(sde_name, solver, steps, options):
   assert_moments(_draw(SDES[sde_name](), solver, steps, **options).x, MEAN, VAR)
 
@@ -168,6 +172,10 @@ def pf_ode_reference():
     ('dpm_solver', {'order': 2, 'multistep': False}, (20, 40), 3.0),
     ('dpm_solver', {'order': 3}, (10, 20), 5.5),
     ('dpm_solver', {'order': 3, 'multistep': False}, (20, 40), 5.5),
+    ('unipc', {'order': 1}, (20, 40), 3.0),               # the corrector adds one order:
+    ('unipc', {'order': 2}, (20, 40), 6.5),               # order p + 1 (ratio ~2^(p+1))
+    ('unipc', {'order': 2, 'variant': 'bh1'}, (20, 40), 6.5),
+    ('unipc', {'order': 3}, (20, 40), 10.0),
 ])
 def test_convergence_order(pf_ode_reference, solver, options, steps, min_ratio):
   """Doubling the steps cuts the RMS distance to the exact PF-ODE endpoint by ~2^order.
@@ -211,3 +219,21 @@ def test_sde_solver_nfe_is_the_step_count(steps, method):
   sde = VPSDE()
   res = _draw(sde, 'sde', steps, n=8, method=method, denoise=False)
   assert res.nfe == steps and torch.isfinite(res.x).all()
+
+
+def test_unipc_beats_dpm_solver_at_equal_nfe(pf_ode_reference):
+  """At 20 NFE UniPC-3 (bh2) lands closer to the exact PF-ODE endpoint than DPM-Solver++(3M)."""
+  sde, x_T, ref = pf_ode_reference
+  err = {}
+  for solver in ('unipc', 'dpm_solver'):
+    res = sample(sde, MIXTURE.score_fn(sde), None, solver, steps=20, x_init=x_T, denoise=False, order=3)
+    assert res.nfe == 20
+    err[solver] = (res.x - ref).pow(2).sum(1).mean().sqrt().item()
+  assert err['unipc'] < 0.7 * err['dpm_solver'], err
+
+
+def test_unipc_rejects_bad_options():
+  with pytest.raises(ValueError, match="unknown UniPC variant 'bh3'"):
+    _draw(VPSDE(), 'unipc', 5, n=4, variant='bh3')
+  with pytest.raises(ValueError, match='order must be 1, 2 or 3'):
+    _draw(VPSDE(), 'unipc', 5, n=4, order=4)

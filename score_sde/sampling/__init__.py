@@ -16,6 +16,7 @@ from score_sde.sampling.heun import edm_sample
 from score_sde.sampling.ode import ode_sample
 from score_sde.sampling.pc import CORRECTORS, PREDICTORS, pc_sample
 from score_sde.sampling.sde_solver import sde_sample
+from score_sde.sampling.unipc import unipc_sample
 from score_sde.sdes import SDE
 
 SOLVERS = {
@@ -26,6 +27,7 @@ SOLVERS = {
     'heun': edm_sample,
     'dpm_solver': dpm_solver_sample,
     'sde': sde_sample,
+    'unipc': unipc_sample,
 }
 
 _COMMON = ('steps', 'eps', 'denoise', 'generator', 'progress')
