@@ -72,16 +72,20 @@ def get_data_inverse_scaler(config) -> Callable[[torch.Tensor], torch.Tensor]:
   return _from_centered if config.data.centered and not _is_toy(config) else _identity
 
 
-def dequantize(x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-  """Uniform dequantisation of 8-bit data x = k / 255 in [0, 1] (DESIGN.md section 5).
+def dequantize(x: torch.Tensor, generator: Optional[torch.Generator] = None,
+               u: Optional[torch.Tensor] = None) -> torch.Tensor:
+  """Uniform dequantisation of 8-bit data x = k / 255 in [0, 1] (Theis et al. 2016).
 
   Returns (k + u) / 256 with k = round(255 x) and u ~ U[0, 1) per element: the 256 levels map onto
   the 256 bins [k/256, (k+1)/256) of width 1/256 that tile [0, 1), so a density on the output has
   bits/dim = -log p / (D ln 2) + 8. Shape, dtype and device of x are kept; the result is clamped
   below (k+1)/256 so float rounding cannot leave the bin. Apply it before the data scaler.
+  `u` (shaped like x, in [0, 1)) replaces the draw from `generator`.
   """
   k = torch.round(x * 255)
-  u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+  if u is None:
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+  u = u.to(x)
   top = torch.nextafter((k + 1) / 256, torch.zeros((), dtype=x.dtype, device=x.device))
   return torch.minimum((k + u) / 256, top)
 

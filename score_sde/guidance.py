@@ -1,4 +1,5 @@
-"""Guided score functions: classifier-free and classifier guidance (DESIGN.md Sec. 6).
+"""Guided score functions: classifier-free and classifier guidance
+(Ho & Salimans 2022; Dhariwal & Nichol 2021).
 
 Both act on the score only, so a guided score bound to a label (`bind`) works with every
 sampler in `score_sde.sampling.SOLVERS` and with `score_sde.likelihood.log_likelihood`.

@@ -106,7 +106,7 @@ def bits_per_dim(logp: torch.Tensor, x_shape, *, data_range=(-1.0, 1.0), n_bits:
 
   Pixel k in {0..2^n - 1} with uniform dequantisation u is mapped to
   x = lo + (hi - lo)(k + u) / 2^n, a bin of width w = (hi - lo) / 2^n per dimension, so
-  -log2 P(k) <= -(log p(x) + D log w) / ln 2 (Theis et al. 2016; DESIGN.md Sec. 5). For 8 bits
+  -log2 P(k) <= -(log p(x) + D log w) / ln 2 (Theis et al. 2016). For 8 bits
   this is -log p/(D ln 2) + 8 on [0, 1] and + 7 on [-1, 1]. `x_shape` is the batch's shape
   `[B, ...]` (D = prod of the non-batch dims).
   """

@@ -236,7 +236,7 @@ class Trainer:
     """The DSM loss of one micro-batch with its share of the global noise."""
     c = self.config
     if 'deq' in noise:
-      x = (x * 255. + noise['deq']) / 256.  # uniform dequantisation, as datasets.dequantize
+      x = datasets.dequantize(x, u=noise['deq'])
     x = self.scaler(x)
     if c.runtime.channels_last and x.ndim == 4:
       x = x.contiguous(memory_format=torch.channels_last)

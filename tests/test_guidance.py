@@ -1,5 +1,5 @@
 """Guidance, inpainting, colorization and noisy classifiers against closed forms
-(Ho & Salimans 2022; Dhariwal & Nichol 2021; Song et al. 2021, App. I; DESIGN.md Sec. 6)."""
+(Ho & Salimans 2022; Dhariwal & Nichol 2021; Song et al. 2021, App. I)."""
 import math
 
 import pytest

@@ -1,5 +1,5 @@
 """Exact likelihood through the PF-ODE against analytic log-densities of Gaussian data
-(Song et al. 2021, App. D.2; DESIGN.md Sec. 5)."""
+(Song et al. 2021, App. D.2)."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""Denoising score matching at the exact score equals its analytic minimum (DESIGN.md Sec. 3),
+"""Denoising score matching at the exact score equals its analytic minimum (Vincent 2011; Song et al. 2021, Eq. 7),
 and a small MLP trained with it learns a 2-D mixture."""
 import math
 

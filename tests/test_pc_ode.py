@@ -1,5 +1,5 @@
 """PC and PF-ODE samplers driven by the exact score of Gaussian data reproduce its moments
-(Song et al. 2021, Alg. 1-3 and Sec. 4.3; DESIGN.md Sec. 4)."""
+(Song et al. 2021, Alg. 1-3 and Sec. 4.3)."""
 import pytest
 import torch
 

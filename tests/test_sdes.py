@@ -1,4 +1,4 @@
-"""SDEs against closed forms (Song et al. 2021, App. B; DESIGN.md Sec. 1)."""
+"""SDEs against closed forms (Song et al. 2021, App. B)."""
 import math
 
 import pytest
@@ -76,7 +76,7 @@ def test_vp_discretize_is_ddpm():
   f, G = sde.discretize(x, i.double() / (n - 1))
   assert torch.allclose(G, torch.sqrt(betas.double()))
   assert torch.allclose(f, (torch.sqrt(1 - betas.double())[:, None] - 1) * x)
-  # The table matches the continuous marginal at t_i = (i + 1) / N (DESIGN.md Sec. 4).
+  # The table matches the continuous marginal at t_i = (i + 1) / N (Ho et al. 2020's table vs Song et al. 2021, Eq. 11).
   std_cont = sde.marginal_std((i.double() + 1) / n)
   assert (sde.sqrt_1m_alphas_cumprod - std_cont).abs().max() < 1.4e-3
   off_grid = sde.marginal_std(i.double() / (n - 1))

@@ -1,4 +1,5 @@
-"""Sample-quality metrics on Inception features: FID, Inception Score and KID (DESIGN.md §7).
+"""Sample-quality metrics on Inception features: FID, Inception Score and KID
+(Heusel et al. 2017; Salimans et al. 2016; Binkowski et al. 2018).
 
 All functions take NumPy arrays (or anything `np.asarray` accepts, e.g. CPU tensors), compute
 in float64 and return Python floats.
