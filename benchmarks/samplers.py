@@ -39,6 +39,9 @@ SOLVER_SPECS = {
     'dpm++ 3M': ('dpm_solver', {'order': 3, 'denoise': False}, lambda n: n, True, 10),
     'dpm++ 3M karras': ('dpm_solver', {'order': 3, 'grid': 'karras', 'denoise': False}, lambda n: n, True, 10),
     'dpm++ 3S': ('dpm_solver', {'order': 3, 'multistep': False, 'denoise': False}, lambda n: n // 3, True, 10),
+    'unipc bh2 3': ('unipc', {'order': 3, 'denoise': False}, lambda n: n, True, 10),
+    'unipc bh1 3': ('unipc', {'order': 3, 'variant': 'bh1', 'denoise': False}, lambda n: n, True, 10),
+    'unipc bh2 2': ('unipc', {'order': 2, 'denoise': False}, lambda n: n, True, 10),
     'sde euler': ('sde', {}, lambda n: n - 1, False, 20),
     'pc rd+langevin': ('pc', {'snr': 0.01}, lambda n: n // 2, False, 100),
 }
@@ -135,7 +138,11 @@ def write_markdown(results, args, path):
 
 
 def plot(results, path):
-  import matplotlib
+  try:
+    import matplotlib
+  except ImportError:
+    print(f'matplotlib is not installed (pip install -e ".[bench]"): no plot written to {path}')
+    return
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
