@@ -237,3 +237,30 @@ def test_unipc_rejects_bad_options():
     _draw(VPSDE(), 'unipc', 5, n=4, variant='bh3')
   with pytest.raises(ValueError, match='order must be 1, 2 or 3'):
     _draw(VPSDE(), 'unipc', 5, n=4, order=4)
+
+
+@pytest.mark.parametrize('solver', ['dpm_solver', 'unipc'])
+@pytest.mark.parametrize('grid', ['logsnr', 'karras', 'time_uniform'])
+def test_explicit_ts_equals_the_named_grid(solver, grid):
+  from score_sde.sampling.grids import time_grid
+  sde = VPSDE()
+  x_T = sde.prior_sampling((16, 2), torch.Generator().manual_seed(0))
+  named = sample(sde, DATA.score_fn(sde), None, solver, steps=12, x_init=x_T, grid=grid, order=3)
+  ts = time_grid(sde, 12, 1e-3, grid)
+  explicit = sample(sde, DATA.score_fn(sde), None, solver, x_init=x_T, order=3,
+                    ts=torch.tensor(ts, dtype=torch.float64))  # float32 times would round
+  assert torch.equal(named.x, explicit.x) and named.nfe == explicit.nfe == 13
+
+
+@pytest.mark.parametrize('solver', ['dpm_solver', 'unipc'])
+def test_callback_and_trajectory(solver):
+  sde, calls = VPSDE(), []
+  res = sample(sde, DATA.score_fn(sde), (8, 2), solver, steps=6, generator=torch.Generator().manual_seed(0),
+               return_trajectory=True, callback=lambda i, t, x, d: calls.append((i, t, d is None)))
+  assert [c[0] for c in calls] == [1, 2, 3, 4, 5, 6] and calls[-1][2] and not any(c[2] for c in calls[:-1])
+  assert all(a[1] > b[1] for a, b in zip(calls, calls[1:])) and abs(calls[-1][1] - 1e-3) < 1e-12
+  assert len(res.trajectory) == 7 and res.trajectory[0].shape == (8, 2)
+  with pytest.raises(ValueError, match='ts must be at least 2 strictly decreasing times'):
+    sample(sde, DATA.score_fn(sde), (8, 2), solver, ts=[0.5, 0.7])
+  with pytest.raises(ValueError, match='return_trajectory needs one of'):
+    sample(sde, DATA.score_fn(sde), (8, 2), 'ddim', steps=4, return_trajectory=True)

@@ -31,6 +31,7 @@ SOLVERS = {
 }
 
 _COMMON = ('steps', 'eps', 'denoise', 'generator', 'progress')
+WITH_CALLBACK = ('dpm_solver', 'unipc')  # solvers that take callback(i, t, x, denoised)
 
 
 def solver_options(solver: str) -> tuple[str, ...]:
@@ -42,7 +43,7 @@ def solver_options(solver: str) -> tuple[str, ...]:
 def sample(sde: SDE, score_fn, shape, solver: str = 'pc', *, steps: int | None = None,
            generator: torch.Generator | None = None, device=None, eps: float = 1e-3,
            denoise: bool = True, x_init: torch.Tensor | None = None, progress=None,
-           **options) -> SampleResult:
+           return_trajectory: bool = False, **options) -> SampleResult:
   """Draw samples by integrating the reverse SDE / probability-flow ODE from T to eps.
 
   Args:
@@ -57,9 +58,11 @@ def sample(sde: SDE, score_fn, shape, solver: str = 'pc', *, steps: int | None =
     denoise: finish with the noise-free mean (Tweedie / score_sde's noise removal).
     x_init: start from this x_T instead of a prior draw.
     progress: optional wrapper such as `tqdm.tqdm` for step loops.
+    return_trajectory: keep the state after every step in `.trajectory` (solvers in
+      WITH_CALLBACK, which also take `callback(i, t, x, denoised)` and explicit times `ts`).
     options: solver-specific keywords (see `solver_options(solver)`).
   Returns:
-    SampleResult with `.x` `[B, ...]` and `.nfe`.
+    SampleResult with `.x` `[B, ...]`, `.nfe` and `.trajectory` (a list, or None).
   """
   key = solver.lower()
   if key not in SOLVERS:
@@ -70,11 +73,22 @@ def sample(sde: SDE, score_fn, shape, solver: str = 'pc', *, steps: int | None =
   else:
     device = device or (generator.device if generator is not None else 'cpu')
     x = sde.prior_sampling(tuple(shape), generator, device).to(device)
+  trajectory = None
+  if return_trajectory:
+    if key not in WITH_CALLBACK:
+      raise ValueError(f"return_trajectory needs one of: {', '.join(WITH_CALLBACK)}; got '{solver}'")
+    trajectory, user_callback = [x.clone()], options.get('callback')
+
+    def keep(i, t, state, denoised):
+      trajectory.append(state.clone())
+      if user_callback is not None:
+        user_callback(i, t, state, denoised)
+    options = {**options, 'callback': keep}
   counter = CountingScore(score_fn)
   with torch.no_grad():
     x = SOLVERS[key](sde, counter, x, steps=steps, eps=eps, denoise=denoise,
                      generator=generator, progress=progress, **options)
-  return SampleResult(x=x, nfe=counter.nfe)
+  return SampleResult(x=x, nfe=counter.nfe, trajectory=trajectory)
 
 
 __all__ = ['sample', 'SampleResult', 'SOLVERS', 'PREDICTORS', 'CORRECTORS', 'solver_options']

@@ -16,42 +16,8 @@ import math
 import torch
 
 from score_sde.sampling.common import tweedie_denoise
-from score_sde.sampling.heun import karras_sigmas
+from score_sde.sampling.grids import GRIDS, Schedule as _Schedule, resolve_grid, time_grid  # noqa: F401
 from score_sde.sdes import SDE
-
-GRIDS = ('time_uniform', 'logsnr', 'karras')
-
-
-class _Schedule:
-  """alpha, sigma, lambda at float times (float64), and t(lambda)."""
-
-  def __init__(self, sde: SDE):
-    self.sde = sde
-
-  def __call__(self, t: float):
-    tt = torch.tensor([t], dtype=torch.float64)
-    return (float(self.sde.mean_coeff(tt)), float(self.sde.marginal_std(tt)),
-            float(self.sde.log_snr(tt)))
-
-  def t_of(self, lam: float) -> float:
-    return float(self.sde.t_from_log_snr(torch.tensor([lam], dtype=torch.float64)))
-
-
-def time_grid(sde: SDE, steps: int, eps: float, grid: str) -> list[float]:
-  """steps + 1 times from T down to eps, uniform in t, in lambda, or on the Karras rho = 7 grid
-  of sigma_e = exp(-lambda) (Karras et al. 2022, Eq. 5)."""
-  sched = _Schedule(sde)
-  if grid == 'time_uniform':
-    return torch.linspace(sde.T, eps, steps + 1, dtype=torch.float64).tolist()
-  lam_t, lam_e = sched(sde.T)[2], sched(eps)[2]
-  if grid == 'logsnr':
-    lams = torch.linspace(lam_t, lam_e, steps + 1, dtype=torch.float64).tolist()
-  elif grid == 'karras':
-    lams = [-math.log(s) for s in karras_sigmas(math.exp(-lam_e), math.exp(-lam_t), steps)]
-  else:
-    raise ValueError(f"unknown grid '{grid}'; choose one of: {', '.join(GRIDS)}")
-  return [sde.T] + [sched.t_of(l) for l in lams[1:-1]] + [eps]
-
 
 def _data_pred(sde, score_fn, x, t):
   return tweedie_denoise(sde, score_fn, x, t)
@@ -110,14 +76,16 @@ def singlestep_update(sde, score_fn, x, m0, s: float, t: float, order: int):
 def dpm_solver_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None,
                       eps: float = 1e-3, denoise: bool = True, generator=None, order: int = 2,
                       multistep: bool = True, grid: str = 'logsnr', lower_order_final: bool = True,
-                      progress=None) -> torch.Tensor:
-  """DPM-Solver++ from x_T `[B, ...]` at T to eps over `steps` (default 20) intervals of `grid`;
-  then Tweedie to t = 0 if `denoise` (1 NFE). NFE = steps (multistep) or order * steps.
-  Returns `[B, ...]`. Deterministic: `generator` is unused."""
+                      ts=None, callback=None, progress=None) -> torch.Tensor:
+  """DPM-Solver++ from x_T `[B, ...]` at T to eps over `steps` (default 20) intervals of `grid`,
+  or over explicit decreasing times `ts` (steps + 1 of them); then Tweedie to t = 0 if
+  `denoise` (1 NFE). NFE = steps (multistep) or order * steps. `callback(i, t, x, denoised)`
+  is called after step i (1..steps) with the state and the latest x0 prediction (None at the
+  last step). Returns `[B, ...]`. Deterministic: `generator` is unused."""
   if order not in (1, 2, 3):
     raise ValueError(f'order must be 1, 2 or 3, got {order}')
-  steps = steps or 20
-  ts = time_grid(sde, steps, eps, grid)
+  ts = resolve_grid(sde, steps or 20, eps, grid, ts)
+  steps = len(ts) - 1
   sched = _Schedule(sde)
   m = _data_pred(sde, score_fn, x, ts[0])
   ms, lams = [m], [sched(ts[0])[2]]
@@ -136,6 +104,8 @@ def dpm_solver_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None 
       lams = [sched(ts[i])[2]]
     if i < steps:
       ms = (ms + [_data_pred(sde, score_fn, x, ts[i])])[-3:]
+    if callback is not None:
+      callback(i, ts[i], x, ms[-1] if i < steps else None)
   return tweedie_denoise(sde, score_fn, x, eps) if denoise else x
 
 

@@ -19,7 +19,7 @@ import math
 import torch
 
 from score_sde.sampling.common import tweedie_denoise
-from score_sde.sampling.dpm_solver import _Schedule, time_grid
+from score_sde.sampling.grids import Schedule, resolve_grid
 from score_sde.sdes import SDE
 
 VARIANTS = ('bh1', 'bh2')
@@ -74,17 +74,20 @@ def unipc_update(x, ms, lams, sched_t, sigma_s, order: int, variant: str, model_
 
 def unipc_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, eps: float = 1e-3,
                  denoise: bool = True, generator=None, order: int = 2, variant: str = 'bh2',
-                 grid: str = 'logsnr', lower_order_final: bool = True, progress=None) -> torch.Tensor:
+                 grid: str = 'logsnr', lower_order_final: bool = True, ts=None, callback=None,
+                 progress=None) -> torch.Tensor:
   """UniPC from x_T `[B, ...]` at T to eps over `steps` (default 20) intervals of `grid`
-  (logsnr, time_uniform, karras), orders 1-3 (the corrector makes the update one order
-  higher), `variant` bh1 or bh2; then Tweedie to t = 0 if `denoise`. Deterministic."""
+  (logsnr, time_uniform, karras) or explicit decreasing times `ts`, orders 1-3 (the corrector
+  makes the update one order higher), `variant` bh1 or bh2; then Tweedie to t = 0 if
+  `denoise`. `callback(i, t, x, denoised)` after each step (denoised None at the last).
+  Deterministic."""
   if order not in (1, 2, 3):
     raise ValueError(f'order must be 1, 2 or 3, got {order}')
   if variant not in VARIANTS:
     raise ValueError(f"unknown UniPC variant '{variant}'; choose one of: {', '.join(VARIANTS)}")
-  steps = steps or 20
-  ts = time_grid(sde, steps, eps, grid)
-  sched = _Schedule(sde)
+  ts = resolve_grid(sde, steps or 20, eps, grid, ts)
+  steps = len(ts) - 1
+  sched = Schedule(sde)
   ms, lams = [tweedie_denoise(sde, score_fn, x, ts[0])], [sched(ts[0])[2]]
   idx = range(1, steps + 1)
   for i in (progress(idx) if progress else idx):
@@ -96,6 +99,8 @@ def unipc_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = Non
     x, m_t = unipc_update(x, ms, lams, (alpha_t, sigma_t, lam_t), sched(ts[i - 1])[1], k, variant, model_fn)
     if m_t is not None:
       ms, lams = (ms + [m_t])[-3:], (lams + [lam_t])[-3:]
+    if callback is not None:
+      callback(i, ts[i], x, m_t)
   return tweedie_denoise(sde, score_fn, x, eps) if denoise else x
 
 
