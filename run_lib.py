@@ -20,9 +20,8 @@ from score_sde import checkpoint as ckpt
 from score_sde import config_check, datasets, visualize
 from score_sde.errors import Interrupted, TrainingError, UserError  # noqa: F401 (re-exported)
 from score_sde.generate import (ensure_writable, generate, grid_row, labels_for,
-                                load_eval_model, load_guidance_classifier, load_split,
+                                load_eval_model, load_guidance_classifier,
                                 solver_kwargs, write_output)
-from score_sde.likelihood import bits_per_dim, log_likelihood
 from score_sde.models import data_shape
 from score_sde.trainer import StopSignals, Trainer, ckpt_dir
 
@@ -97,7 +96,7 @@ def _classifier_accuracy(config, trainer: Trainer, writer, bins: int = 5) -> Non
   """The classifier's test accuracy on x_t in `bins` equal ranges of t, as TensorBoard scalars
   accuracy/t_<lo>-<hi> (EMA weights, restored afterwards)."""
   from score_sde.classifier import accuracy_by_noise_level
-  test = load_split(config, 'test')
+  test = datasets.load_split(config, 'test')
   loader = datasets.InfiniteLoader(test, min(config.eval.batch_size, len(test)), seed=config.seed,
                                    shuffle=False, drop_last=False, device=trainer.device)
   scaler, gen = datasets.get_data_scaler(config), torch.Generator(device=trainer.device).manual_seed(0)
@@ -149,30 +148,10 @@ def likelihood(config, workdir: str, checkpoint: str = '') -> dict:
   """Mean bits/dim (nats/dim for 2-D toys) of the test split, with its standard error."""
   ensure_writable(workdir, 'likelihood.json')
   model, path = load_eval_model(config, workdir, checkpoint)
-  device = next(model.parameters()).device
-  data = load_split(config, config.eval.bpd_dataset)
-  loader = datasets.InfiniteLoader(data, config.eval.batch_size, seed=config.seed, shuffle=False,
-                                   drop_last=False, device=device)
-  n_batches = loader.batches_per_epoch
-  if config.eval.bpd_num_batches > 0:
-    n_batches = min(n_batches, config.eval.bpd_num_batches)
+  from score_sde.evaluation.loop import likelihood_values
   toy = len(data_shape(config)) == 1
-  scaler = datasets.get_data_scaler(config)
-  gen = torch.Generator(device=device).manual_seed(config.seed)
-  values = []
-  for _ in tqdm.tqdm(range(n_batches), desc='likelihood', dynamic_ncols=True):
-    x, _ = next(loader)
-    if not toy:
-      x = datasets.dequantize(x, gen)
-    x = scaler(x)
-    res = log_likelihood(model.sde, model, x, divergence=config.eval.bpd_divergence,
-                         rtol=config.sampling.rtol, atol=config.sampling.atol, generator=gen)
-    if toy:
-      values.append((-res.logp / x[0].numel()).cpu())
-    else:
-      rng = (-1.0, 1.0) if config.data.centered else (0.0, 1.0)
-      values.append(bits_per_dim(res.logp, x.shape, data_range=rng).cpu())
-  v = torch.cat(values).double()
+  gen = torch.Generator(device=next(model.parameters()).device).manual_seed(config.seed)
+  v = torch.from_numpy(likelihood_values(config, model, toy, generator=gen))
   unit = 'nats/dim' if toy else 'bits/dim'
   report = {'checkpoint': path, 'unit': unit, 'mean': v.mean().item(),
             'stderr': (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else float('nan'),
@@ -200,7 +179,7 @@ def inverse_problem(config, workdir: str, task: str, solver: str | None = None,
   if inv.source:
     x0 = inverse_cli.load_images(inv.source, d.num_channels, d.image_size)[:inv.num_images]
   else:
-    test = load_split(config, 'test')
+    test = datasets.load_split(config, 'test')
     x0 = torch.stack([test[i][0] for i in range(min(inv.num_images, len(test)))])
   x0 = x0.to(device)
   scaler, inverse_scaler = datasets.get_data_scaler(config), datasets.get_data_inverse_scaler(config)
@@ -248,8 +227,8 @@ def evaluate(config, workdir: str, solver: str | None = None, checkpoint: str = 
   e = config.eval
   solver = (solver or e.solver or config.sampling.method).lower()
   out_root = ensure_writable(os.path.join(workdir, 'eval'), 'evaluation results')
-  targets = ([(int(ckpt._NAME.search(checkpoint).group(1)) if ckpt._NAME.search(checkpoint) else 0, checkpoint)]
-             if checkpoint else loop.eval_checkpoints(config, ckpt_dir(workdir)))
+  targets = ([(ckpt.step_of(checkpoint) or 0, checkpoint)] if checkpoint
+             else loop.eval_checkpoints(config, ckpt_dir(workdir)))
   flat, cache, reports = len(data_shape(config)) == 1, {}, []
   writer = SummaryWriter(os.path.join(workdir, 'tensorboard', 'eval'))
   for step, path in targets:
@@ -268,9 +247,10 @@ def evaluate(config, workdir: str, solver: str | None = None, checkpoint: str = 
       report.update(num_samples=e.num_samples, nfe_per_batch=nfe,
                     **loop.sample_quality(config, workdir, files, flat, cache, device))
     if e.enable_bpd:
-      mean, se = loop.summary(loop.likelihood_values(config, model, flat, out_dir))
+      values = loop.likelihood_values(config, model, flat, out_dir)
+      mean, se = loop.summary(values)
       unit = 'nats_per_dim' if flat else 'bits_per_dim'
-      report.update({unit: mean, f'{unit}_stderr': se, 'bpd_num_examples': _count_bpd(out_dir)})
+      report.update({unit: mean, f'{unit}_stderr': se, 'bpd_num_examples': len(values)})
     write_output(os.path.join(out_root, name + '.json'), lambda p: ckpt.save_json(p, report))
     for k, v in report.items():
       if isinstance(v, float):
@@ -280,6 +260,3 @@ def evaluate(config, workdir: str, solver: str | None = None, checkpoint: str = 
   writer.close()
   return reports
 
-
-def _count_bpd(out_dir: str) -> int:
-  return sum(len(np.load(os.path.join(out_dir, f))) for f in os.listdir(out_dir) if f.startswith('bpd_'))

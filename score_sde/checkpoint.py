@@ -203,14 +203,16 @@ def load_weights(module: torch.nn.Module, state_dict: dict, where: str = 'checkp
   module.load_state_dict(state_dict, strict=True)
 
 
+def step_of(path: str) -> int | None:
+  """The step in a `checkpoint_<step>.pth` file name (None for other names)."""
+  m = _NAME.search(path)
+  return int(m.group(1)) if m else None
+
+
 def list_checkpoints(folder: str) -> list[tuple[int, str]]:
   """`(step, path)` of every `checkpoint_<step>.pth` in folder, sorted by step."""
-  found = []
-  for path in glob.glob(os.path.join(folder, 'checkpoint_*.pth')):
-    m = _NAME.search(path)
-    if m:
-      found.append((int(m.group(1)), path))
-  return sorted(found)
+  paths = glob.glob(os.path.join(folder, 'checkpoint_*.pth'))
+  return sorted((step_of(p), p) for p in paths if step_of(p) is not None)
 
 
 def prune_checkpoints(folder: str, keep: int, protect=lambda step: False) -> None:

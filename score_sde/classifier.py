@@ -79,9 +79,10 @@ class MLPClassifier(nn.Module):
     return self.out(h)
 
 
-def perturb(sde: SDE, x0: torch.Tensor, t: torch.Tensor, generator=None) -> torch.Tensor:
-  """x_t = alpha(t) x0 + sigma(t) z, shaped like x0."""
-  return bcast(sde.mean_coeff(t), x0) * x0 + bcast(sde.marginal_std(t), x0) * randn_like(x0, generator)
+def perturb(sde: SDE, x0: torch.Tensor, t: torch.Tensor, generator=None, z=None) -> torch.Tensor:
+  """x_t = alpha(t) x0 + sigma(t) z, shaped like x0 (z drawn from `generator` unless given)."""
+  z = randn_like(x0, generator) if z is None else z.to(x0)
+  return bcast(sde.mean_coeff(t), x0) * x0 + bcast(sde.marginal_std(t), x0) * z
 
 
 def _uniform_t(sde: SDE, x0: torch.Tensor, generator, eps: float) -> torch.Tensor:
@@ -99,9 +100,8 @@ def classifier_loss(classifier: nn.Module, sde: SDE, x0: torch.Tensor, y: torch.
     t = _uniform_t(sde, x0, generator, eps)
     xt = perturb(sde, x0, t, generator)
   else:
-    u, z = noise
-    t = u.to(x0) * (sde.T - eps) + eps
-    xt = bcast(sde.mean_coeff(t), x0) * x0 + bcast(sde.marginal_std(t), x0) * z.to(x0)
+    t = noise[0].to(x0) * (sde.T - eps) + eps
+    xt = perturb(sde, x0, t, z=noise[1])
   return F.cross_entropy(classifier(xt, t), y.long())
 
 

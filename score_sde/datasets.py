@@ -28,7 +28,7 @@ from score_sde.data.readers import (IMAGE_EXTENSIONS, ImageFolderDataset, InMemo
                                     convert_channels, folder_labels, list_images, locate,
                                     read_cifar_batch, read_idx, resize_uint8)
 
-__all__ = ['DATASETS', 'get_dataset', 'get_data_scaler', 'get_data_inverse_scaler', 'dequantize',
+__all__ = ['DATASETS', 'get_dataset', 'load_split', 'get_data_scaler', 'get_data_inverse_scaler', 'dequantize',
            'InfiniteLoader', 'InMemoryDataset', 'ImageFolderDataset']
 
 SPLITS = ('train', 'test')
@@ -197,6 +197,15 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     'ffhq': _image_folder,
     'lsun': _image_folder,
 }
+
+
+def load_split(config, split: str) -> Dataset:
+  """`get_dataset`, with a missing or malformed dataset reported as a one-line UserError."""
+  from score_sde.errors import UserError
+  try:
+    return get_dataset(config, split)
+  except (FileNotFoundError, ValueError) as e:
+    raise UserError(str(e)) from None
 
 
 def get_dataset(config, split: str) -> Dataset:

@@ -13,7 +13,7 @@ from score_sde import datasets
 from score_sde.errors import UserError
 from score_sde.models import data_shape, load_checkpoint
 from score_sde.sampling import SOLVERS, sample as run_sampler, solver_options
-from score_sde.trainer import ckpt_dir, get_device, latest_checkpoint
+from score_sde.trainer import autocast, ckpt_dir, get_device, latest_checkpoint
 
 
 def ensure_writable(folder: str, what: str) -> str:
@@ -44,18 +44,6 @@ def _file_in_path(folder: str) -> str | None:
     if os.path.exists(p) and not os.path.isdir(p):
       return p
   return None
-
-
-def load_split(config, split):
-  try:
-    return datasets.get_dataset(config, split)
-  except (FileNotFoundError, ValueError) as e:
-    raise UserError(str(e)) from None
-
-
-def autocast(config, device):
-  enabled = config.runtime.amp == 'bf16'
-  return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def load_eval_model(config, workdir: str, checkpoint: str = ''):
@@ -117,7 +105,7 @@ def load_guidance_classifier(config, workdir: str, device):
   config.sampling.classifier_scale is 0; from sampling.classifier_checkpoint or the newest in
   <workdir>/classifier/checkpoints."""
   from score_sde.classifier import create_classifier
-  from score_sde.models import ExponentialMovingAverage
+  from score_sde.models import load_state
   if config.sampling.classifier_scale <= 0:
     return None
   path = config.sampling.classifier_checkpoint
@@ -129,12 +117,7 @@ def load_guidance_classifier(config, workdir: str, device):
     path = found[1]
   net = create_classifier(config, len(data_shape(config)) == 1)
   try:
-    state = ckpt.read_checkpoint(path)
-    ckpt.load_weights(net, state['model'], where=f'classifier checkpoint {path}')
-    if state.get('ema'):
-      ema = ExponentialMovingAverage([p for p in net.parameters() if p.requires_grad], 0.999)
-      ema.load_state_dict(state['ema'])
-      ema.copy_to(net.parameters())
+    load_state(net, ckpt.read_checkpoint(path), where=f'classifier checkpoint {path}')
   except (ckpt.CheckpointError, FileNotFoundError, KeyError, ValueError) as e:
     raise UserError(str(e)) from None
   return net.to(device).eval()

@@ -77,11 +77,13 @@ def last_good_checkpoint(workdir: str, task: str = 'score') -> str | None:
   return None
 
 
+def autocast(config, device: torch.device):
+  """bf16 autocast when config.runtime.amp == 'bf16' (weights and optimizer stay fp32)."""
+  return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.runtime.amp == 'bf16')
+
+
 def _load_train_data(config):
-  try:
-    data = datasets.get_dataset(config, 'train')
-  except (FileNotFoundError, ValueError) as e:
-    raise UserError(str(e)) from None
+  data = datasets.load_split(config, 'train')
   want = data_shape(config)
   got = tuple(data[0][0].shape)
   if got != want:
@@ -247,7 +249,7 @@ class Trainer:
       y = torch.where(noise['drop'] < c.training.p_uncond, torch.full_like(y, c.data.num_classes), y)
     else:
       y = None
-    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.runtime.amp == 'bf16'):
+    with autocast(c, self.device):
       return self.loss_fn(self.compiled, x, y, noise=(noise['u'], noise['z'])).loss
 
   def train_step(self) -> dict:

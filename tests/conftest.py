@@ -1,6 +1,8 @@
-"""Shared test set-up: CPU threads, the `slow` marker and Monte-Carlo moment checks."""
+"""Shared test set-up: CPU threads, the `slow` marker, Monte-Carlo moment checks and the
+command-line runner of the end-to-end tests."""
 import math
 import os
+import subprocess
 import sys
 
 import pytest
@@ -11,6 +13,20 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def start_main(*args) -> subprocess.Popen:
+  """`python main.py ARGS` from the repository root on one CPU thread (stdout/stderr piped)."""
+  env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+  return subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py'), *map(str, args)], cwd=ROOT,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_main(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+  """`python main.py ARGS` to completion (a hang fails after `timeout` seconds)."""
+  env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+  return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), *map(str, args)], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def pytest_configure(config):

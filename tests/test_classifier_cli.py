@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import glob
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config', 'configs/toy_gmm.py', '--config.model.hidden=32', '--config.model.depth=1',
@@ -19,9 +18,7 @@ TINY = ['--config', 'configs/toy_gmm.py', '--config.model.hidden=32', '--config.
 
 
 def run(wd, *args):
-  env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-  return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), '--workdir', str(wd), *TINY, *args],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  return run_main('--workdir', wd, *TINY, *args)
 
 
 @pytest.mark.slow  # end to end; the library parts have fast tests

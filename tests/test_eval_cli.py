@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = ['--config', 'configs/toy_gmm.py', '--config.model.hidden=32', '--config.model.depth=1',
@@ -23,9 +22,7 @@ DIGITS = ['--config', 'configs/digits.py', '--config.model.nf=8', '--config.trai
 
 
 def run(wd, *args):
-  env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-  return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), '--workdir', str(wd), *args],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  return run_main('--workdir', wd, *args)
 
 
 def ok(proc):

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config.model.nf=8', '--config.training.batch_size=8', '--config.sampling.steps=5',
@@ -14,11 +13,7 @@ TINY = ['--config.model.nf=8', '--config.training.batch_size=8', '--config.sampl
 
 
 def run(workdir, *args, config='configs/digits.py'):
-  env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), '--config', config,
-                         '--workdir', str(workdir), *TINY, *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
-  return proc
+  return run_main('--config', config, '--workdir', workdir, *TINY, *args)
 
 
 @pytest.fixture(scope='module')

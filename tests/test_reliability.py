@@ -7,7 +7,6 @@ import errno
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 from score_sde import checkpoint as ckpt
+from conftest import start_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config.model.hidden=32', '--config.model.depth=1', '--config.training.batch_size=64',
@@ -26,10 +26,7 @@ TINY = ['--config.model.hidden=32', '--config.model.depth=1', '--config.training
 
 
 def start(workdir, *args, config='configs/toy_gmm.py'):
-  env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-  return subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py'), '--config', config,
-                           '--workdir', str(workdir), *TINY, *args], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return start_main('--config', config, '--workdir', workdir, *TINY, *args)
 
 
 def run(workdir, *args, config='configs/toy_gmm.py'):

@@ -67,18 +67,11 @@ def reference_stats(config, workdir: str, inception, device):
       raise UserError(str(e)) from None
   cfg = config.copy_and_resolve_references()
   cfg.data.random_flip = False
-  loader = datasets.InfiniteLoader(_split(cfg, 'train'), config.eval.batch_size, seed=0,
+  loader = datasets.InfiniteLoader(datasets.load_split(cfg, 'train'), config.eval.batch_size, seed=0,
                                    shuffle=False, drop_last=False)
   batches = lambda: (next(loader)[0] for _ in range(loader.batches_per_epoch))
   return load_or_compute_stats(path, batches, inception, device, keep_features=True,
                                num_images=len(loader.dataset))
-
-
-def _split(config, split):
-  try:
-    return datasets.get_dataset(config, split)
-  except (FileNotFoundError, ValueError) as e:
-    raise UserError(str(e)) from None
 
 
 def sample_quality(config, workdir: str, files: list[str], flat: bool, cache: dict, device) -> dict:
@@ -88,7 +81,7 @@ def sample_quality(config, workdir: str, files: list[str], flat: bool, cache: di
   from score_sde.evaluation.inception import load_inception
   from score_sde.evaluation.report import image_quality, point_quality
   if flat:
-    test = _split(config, 'test')
+    test = datasets.load_split(config, 'test')
     return point_quality(np.concatenate([np.load(f)['samples'] for f in files]),
                          torch.stack([test[i][0] for i in range(len(test))]).numpy())
   if 'inception' not in cache:
@@ -102,34 +95,42 @@ def sample_quality(config, workdir: str, files: list[str], flat: bool, cache: di
                        device, config.eval.kid_subset_size, fid_method=config.eval.fid_method)
 
 
-def likelihood_values(config, model, flat: bool, cache_dir: str) -> np.ndarray:
+def _batch_values(config, model, x, flat: bool, gen) -> np.ndarray:
+  """Per-example bits/dim (nats/dim for vectors) `[B]` of a data batch via the PF-ODE
+  (images uniformly dequantised first)."""
+  x = datasets.get_data_scaler(config)(x if flat else datasets.dequantize(x, gen))
+  res = log_likelihood(model.sde, model, x, divergence=config.eval.bpd_divergence,
+                       rtol=config.sampling.rtol, atol=config.sampling.atol, generator=gen)
+  if flat:
+    return (-res.logp / x[0].numel()).cpu().double().numpy()
+  rng = (-1.0, 1.0) if config.data.centered else (0.0, 1.0)
+  return bits_per_dim(res.logp, x.shape, data_range=rng).cpu().double().numpy()
+
+
+def likelihood_values(config, model, flat: bool, cache_dir: str = '', generator=None) -> np.ndarray:
   """Per-example bits/dim (nats/dim for vectors) of config.eval.bpd_dataset, `[N]` float64,
-  over its first eval.bpd_num_batches batches (0: all); each batch's values are saved in
-  cache_dir as bpd_<i>.npy and reused."""
+  over its first eval.bpd_num_batches batches (0: all). With `cache_dir`, each batch's values
+  are saved there as bpd_<i>.npy and reused. The noise comes from `generator` (one stream for
+  all batches), or else from a generator per batch seeded by seed + i, so that a batch
+  recomputed after a pre-emption equals the lost one."""
   device = next(model.parameters()).device
-  loader = datasets.InfiniteLoader(_split(config, config.eval.bpd_dataset), config.eval.batch_size,
-                                   seed=config.seed, shuffle=False, drop_last=False, device=device)
+  loader = datasets.InfiniteLoader(datasets.load_split(config, config.eval.bpd_dataset),
+                                   config.eval.batch_size, seed=config.seed, shuffle=False,
+                                   drop_last=False, device=device)
   n_batches = loader.batches_per_epoch
   if config.eval.bpd_num_batches > 0:
     n_batches = min(n_batches, config.eval.bpd_num_batches)
-  scaler, values = datasets.get_data_scaler(config), []
-  for i in tqdm.tqdm(range(n_batches), desc='bits/dim', dynamic_ncols=True):
+  values = []
+  for i in tqdm.tqdm(range(n_batches), desc='likelihood', dynamic_ncols=True):
     x, _ = next(loader)
-    cached = os.path.join(cache_dir, f'bpd_{i:05d}.npy')
-    if os.path.exists(cached):
+    cached = os.path.join(cache_dir, f'bpd_{i:05d}.npy') if cache_dir else ''
+    if cached and os.path.exists(cached):
       values.append(np.load(cached))
       continue
-    gen = torch.Generator(device=device).manual_seed(config.seed + i)
-    x = scaler(x if flat else datasets.dequantize(x, gen))
-    res = log_likelihood(model.sde, model, x, divergence=config.eval.bpd_divergence,
-                         rtol=config.sampling.rtol, atol=config.sampling.atol, generator=gen)
-    if flat:
-      v = (-res.logp / x[0].numel()).cpu().double().numpy()
-    else:
-      rng = (-1.0, 1.0) if config.data.centered else (0.0, 1.0)
-      v = bits_per_dim(res.logp, x.shape, data_range=rng).cpu().double().numpy()
-    ckpt.save_npy(cached, v)
-    values.append(v)
+    gen = generator or torch.Generator(device=device).manual_seed(config.seed + i)
+    values.append(_batch_values(config, model, x, flat, gen))
+    if cached:
+      ckpt.save_npy(cached, values[-1])
   return np.concatenate(values)
 
 

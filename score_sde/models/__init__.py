@@ -100,17 +100,23 @@ def load_checkpoint(path: str, config, device='cpu', use_ema: bool = True, sde=N
   model = create_model(config, sde if sde is not None else get_sde(config))
   state = _ckpt.read_checkpoint(path)
   check_metadata(state.get('meta'), config, model, f'checkpoint {path}')
-  _ckpt.load_weights(model.net, state['model'], where=f'checkpoint {path}')
+  load_state(model.net, state, use_ema, f'checkpoint {path}')
+  return model.to(device).eval()
+
+
+def load_state(module, state: dict, use_ema: bool = True, where: str = 'checkpoint') -> None:
+  """Load a checkpoint's `state['model']` into `module` (strict), then its EMA weights when
+  `use_ema` and it has them. A mismatch is a one-line `CheckpointError`."""
+  _ckpt.load_weights(module, state['model'], where=where)
   if use_ema and state.get('ema'):
-    ema = ExponentialMovingAverage(model.net.parameters(), decay=0.999)
+    ema = ExponentialMovingAverage(module.parameters(), decay=0.999)
     try:
       ema.load_state_dict(state['ema'])
     except (KeyError, ValueError) as e:
-      raise _ckpt.CheckpointError(f'checkpoint {path} has a bad EMA entry: {e}') from None
-    ema.copy_to(model.net.parameters())
-  return model.to(device).eval()
+      raise _ckpt.CheckpointError(f'{where} has a bad EMA entry: {e}') from None
+    ema.copy_to(module.parameters())
 
 
 __all__ = ['load_checkpoint', 'NETWORKS', 'NetworkSpec', 'ScoreModel', 'ExponentialMovingAverage', 'MLP',
            'SmallUNet', 'create_network', 'create_model', 'resolve_conventions', 'network_spec',
-           'data_shape', 'checkpoint_metadata', 'check_metadata']
+           'data_shape', 'checkpoint_metadata', 'check_metadata', 'load_state']
