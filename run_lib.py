@@ -144,20 +144,37 @@ def sample(config, workdir: str, solver: str | None = None, checkpoint: str = ''
   return stem + '.png'
 
 
+def bpd_methods(config) -> tuple[str, ...]:
+  """The likelihood estimates config.eval.bpd_method asks for: ('ode',), ('vlb',) or both."""
+  m = config.eval.bpd_method.lower()
+  return ('ode', 'vlb') if m == 'both' else (m,)
+
+
 def likelihood(config, workdir: str, checkpoint: str = '') -> dict:
-  """Mean bits/dim (nats/dim for 2-D toys) of the test split, with its standard error."""
+  """Mean bits/dim (nats/dim for 2-D toys) of the test split, with its standard error, by the
+  PF-ODE and / or the variational bound (eval.bpd_method); `mean` / `stderr` are the first
+  method's, `<method>_mean` / `<method>_stderr` each one's, `vlb_breakdown` the bound's terms."""
   ensure_writable(workdir, 'likelihood.json')
   model, path = load_eval_model(config, workdir, checkpoint)
   from score_sde.evaluation.loop import likelihood_values
   toy = len(data_shape(config)) == 1
-  gen = torch.Generator(device=next(model.parameters()).device).manual_seed(config.seed)
-  v = torch.from_numpy(likelihood_values(config, model, toy, generator=gen))
   unit = 'nats/dim' if toy else 'bits/dim'
-  report = {'checkpoint': path, 'unit': unit, 'mean': v.mean().item(),
-            'stderr': (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else float('nan'),
-            'num_examples': len(v)}
-  print(f"{unit}: {report['mean']:.4f} +- {report['stderr']:.4f} over {len(v)} test examples "
-        f'({os.path.basename(path)})')
+  report = {'checkpoint': path, 'unit': unit}
+  for method in bpd_methods(config):
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(config.seed)
+    terms = []
+    v = torch.from_numpy(likelihood_values(config, model, toy, generator=gen, method=method, terms=terms))
+    mean = v.mean().item()
+    se = (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else float('nan')
+    report.update({f'{method}_mean': mean, f'{method}_stderr': se, 'num_examples': len(v)})
+    report.setdefault('mean', mean)
+    report.setdefault('stderr', se)
+    if terms:
+      t = sum(terms) / len(v)   # per term, bits/dim: prior, L_{K-1} ... L_1, decoder
+      report['vlb_breakdown'] = {'prior': float(t[0]), 'kl_terms': float(t[1:-1].sum()),
+                                 'decoder': float(t[-1]), 'terms': [float(x) for x in t]}
+    print(f'{unit} ({method}): {mean:.4f} +- {se:.4f} over {len(v)} test examples '
+          f'({os.path.basename(path)})')
   write_output(os.path.join(workdir, 'likelihood.json'), lambda p: ckpt.save_json(p, report))
   return report
 
@@ -246,10 +263,10 @@ def evaluate(config, workdir: str, solver: str | None = None, checkpoint: str = 
       files, nfe = loop.eval_samples(config, shard, out_dir)
       report.update(num_samples=e.num_samples, nfe_per_batch=nfe,
                     **loop.sample_quality(config, workdir, files, flat, cache, device))
-    if e.enable_bpd:
-      values = loop.likelihood_values(config, model, flat, out_dir)
+    for method in bpd_methods(config) if e.enable_bpd else ():
+      values = loop.likelihood_values(config, model, flat, out_dir, method=method)
       mean, se = loop.summary(values)
-      unit = 'nats_per_dim' if flat else 'bits_per_dim'
+      unit = ('nats_per_dim' if flat else 'bits_per_dim') if method == 'ode' else 'vlb_bits_per_dim'
       report.update({unit: mean, f'{unit}_stderr': se, 'bpd_num_examples': len(values)})
     write_output(os.path.join(out_root, name + '.json'), lambda p: ckpt.save_json(p, report))
     for k, v in report.items():

@@ -29,6 +29,10 @@ def _training():
   t.max_nan_skips = 20            # nan_policy=skip: stop after this many non-finite losses in a row
   t.eps = 1e-5                    # smallest training time
   t.grad_accum = 1                # micro-batches per step; batch_size is the global batch
+  t.loss = 'dsm'                  # dsm (weighted DSM; L_simple when discrete) | hybrid | vlb:
+                                  # IDDPM's L_simple + vlb_weight L_vlb, or L_vlb with t
+                                  # importance-sampled (both discrete-time VP; see score_sde.vlb)
+  t.vlb_weight = 0.001            # lambda of L_hybrid (Nichol & Dhariwal 2021)
   return t
 
 
@@ -50,7 +54,8 @@ def _sampling():
   s.grid = 'logsnr'               # dpm_solver: logsnr | time_uniform | karras
   s.multistep = True              # dpm_solver
   s.unipc_variant = 'bh2'         # unipc: bh1 | bh2 (order and grid as dpm_solver)
-  s.variance = 'small'            # ddpm: small (beta tilde) | large (beta)
+  s.variance = 'auto'             # ddpm: auto (learned if the model has it, else small) |
+                                  # small (beta tilde) | large (beta) | learned
   s.rho = 7.0                     # heun: Karras grid exponent
   s.s_churn = 0.0                 # heun: stochastic churn (Karras et al. 2022, Alg. 2)
   s.s_tmin = 0.0
@@ -83,6 +88,8 @@ def _eval():
   e.bpd_dataset = 'test'
   e.bpd_num_batches = 0           # 0: the whole split
   e.bpd_divergence = 'hutchinson'
+  e.bpd_method = 'ode'            # ode (PF-ODE, dequantised) | vlb (DDPM bound) | both
+  e.vlb_steps = 0                 # vlb: steps of the strided chain (0: all N; fewer: looser)
   e.inception_path = ''
   return e
 
@@ -135,6 +142,7 @@ def _model():
   m.beta_min = 0.1
   m.beta_max = 20.
   m.schedule = 'linear'           # VP only: linear | cosine
+  m.learn_sigma = False           # also output IDDPM's learned variance (mlp, unet, ddpm, ncsnpp)
   m.ema_rate = 0.9999
   m.dropout = 0.1
   m.nf = 128

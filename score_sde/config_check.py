@@ -51,6 +51,8 @@ def rules() -> dict:
       'training.sample_freq': NON_NEGATIVE_INT, 'training.nan_policy': _choice(('stop', 'skip')),
       'training.max_nan_skips': POSITIVE_INT, 'training.grad_accum': POSITIVE_INT, 'training.p_uncond': PROBABILITY,
       'training.eps': _num(0.0, 1.0, lo_open=True, hi_open=True),
+      'training.loss': _choice(('dsm', 'hybrid', 'vlb')), 'training.vlb_weight': _num(0.0),
+      'eval.bpd_method': _choice(('ode', 'vlb', 'both')), 'eval.vlb_steps': NON_NEGATIVE_INT,
       'sampling.method': _choice(SOLVERS), 'sampling.predictor': _choice(PREDICTORS),
       'sampling.corrector': _choice(CORRECTORS), 'sampling.snr': _num(0.0),
       'sampling.n_steps_each': NON_NEGATIVE_INT, 'sampling.steps': NON_NEGATIVE_INT,
@@ -60,7 +62,7 @@ def rules() -> dict:
       'sampling.batch_size': POSITIVE_INT, 'sampling.num_samples': POSITIVE_INT,
       'sampling.guidance_scale': _num(), 'sampling.seed': NON_NEGATIVE_INT,
       'sampling.grid': _choice(('logsnr', 'time_uniform', 'karras')),
-      'sampling.variance': _choice(('small', 'large')), 'sampling.rho': _num(0.0, lo_open=True),
+      'sampling.variance': _choice(('auto', 'small', 'large', 'learned')), 'sampling.rho': _num(0.0, lo_open=True),
       'sampling.s_churn': _num(0.0), 'sampling.s_noise': _num(0.0),
       'sampling.sde_method': _choice(('euler', 'milstein', 'srk')),
       'sampling.unipc_variant': _choice(('bh1', 'bh2')),
@@ -127,9 +129,35 @@ def _check_relations(config) -> None:
     if d.image_size % factor or d.image_size < factor:
       raise ConfigError(f'config.data.image_size = {d.image_size} must be a multiple of {factor} '
                         f'(model.ch_mult has {levels} resolution levels, each halving the size)')
+  _check_variational(config)
   device = config.runtime.device
   if not (device in ('auto', 'cpu', 'cuda') or (device.startswith('cuda:') and device[5:].isdigit())):
     raise ConfigError(f"config.runtime.device = {device!r}: must be auto, cpu, cuda or cuda:N")
+
+
+def _check_variational(config) -> None:
+  """Learned variances, the hybrid / VLB losses and the VLB bits/dim need a discrete chain."""
+  from score_sde.models import network_spec
+  m, tr = config.model, config.training
+  chained = tr.sde.lower() in ('vpsde', 'vesde')
+  if m.learn_sigma:
+    if not network_spec(config).learn_sigma:
+      raise ConfigError(f"config.model.learn_sigma: network '{m.name}' cannot learn variances "
+                        '(mlp, unet, ddpm and ncsnpp can)')
+    if m.scale_by_sigma:
+      raise ConfigError('config.model.learn_sigma cannot be combined with model.scale_by_sigma')
+  if tr.loss != 'dsm':
+    if tr.continuous or not chained:
+      raise ConfigError(f"config.training.loss = '{tr.loss}' trains on the discrete chain: set "
+                        'training.continuous=False with training.sde vpsde (DDPM) or vesde')
+    if tr.likelihood_weighting or tr.importance_sampling:
+      raise ConfigError(f"config.training.loss = '{tr.loss}' has its own weighting; unset "
+                        'training.likelihood_weighting / importance_sampling')
+    if tr.loss == 'hybrid' and not m.learn_sigma:
+      raise ConfigError("config.training.loss = 'hybrid' trains the learned variance: set model.learn_sigma=True")
+  if config.eval.bpd_method != 'ode' and not chained:
+    raise ConfigError(f"config.eval.bpd_method = '{config.eval.bpd_method}': the variational bound "
+                      f'needs a discrete chain and {tr.sde} has none (use ode)')
 
 
 def check_override_keys(argv, default_config) -> None:

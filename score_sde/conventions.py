@@ -7,6 +7,11 @@ For the Gaussian perturbation kernel x_t = alpha x_0 + sigma z (any SDE; alpha, 
   x0    = (x + sigma^2 score) / alpha               (Tweedie's formula; Efron 2011)
   score = (alpha x0 - x) / sigma^2                  (its inverse)
 
+A network with learned variances (Nichol & Dhariwal 2021) also outputs v, nominally in [-1, 1],
+that interpolates the log-variance of a reverse chain step between beta and beta tilde
+(`learned_log_variance`); a score function that carries one exposes
+`score_and_variance(x, t) -> (score, v)` (see `variance_fn`).
+
 The EDM denoiser D(x_hat; sigma_e) of Karras et al. 2022 is the x0 prediction in the scaled
 variable x_hat = x / alpha with sigma_e = sigma / alpha. Time labels (what a network is told
 about the time) are also defined here: `time_label(kind, sde, t)`.
@@ -112,3 +117,25 @@ def label_kernel(kind: str, sde, t: torch.Tensor):
     alpha, sigma = sde.discrete_kernel(sde.index_of_time(t).cpu())
     return alpha.to(t), sigma.to(t)
   return sde.mean_coeff(t), sde.marginal_std(t)
+
+
+def learned_log_variance(v: torch.Tensor, log_beta, log_beta_tilde) -> torch.Tensor:
+  """IDDPM's learned reverse variance (Nichol & Dhariwal 2021, Eq. 15), as a log:
+  log Sigma = f log beta + (1 - f) log beta_tilde with f = (v + 1) / 2. v is the network's
+  raw extra output (not squashed, as in IDDPM: v = 1 gives beta, v = -1 beta tilde); `[B, ...]`,
+  with log_beta / log_beta_tilde broadcastable (`[B]` are broadcast against v)."""
+  frac = (v + 1) / 2
+  return frac * _b(log_beta, v) + (1 - frac) * _b(log_beta_tilde, v)
+
+
+def variance_fn(score_fn):
+  """`score_and_variance(x, t) -> (score, v)` of a score function that has a learned variance
+  (a `ScoreModel` with `learn_sigma`, or any callable exposing that attribute), else None.
+  Wrappers that change the score (guidance) drop it, and the samplers then use a fixed variance."""
+  return getattr(score_fn, 'score_and_variance', None)
+
+
+def output_channels(config) -> int:
+  """Channels a network outputs for `config`: the data's, doubled when it also learns its
+  variance (`config.model.learn_sigma`)."""
+  return config.data.num_channels * (2 if config.model.learn_sigma else 1)

@@ -72,6 +72,15 @@ def mean_over_ranks(value: torch.Tensor, dist: Dist) -> torch.Tensor:
   return out / dist.world_size
 
 
+def gather_over_ranks(value: torch.Tensor, dist: Dist) -> torch.Tensor:
+  """The rank-ordered concatenation (dim 0) of a same-shaped tensor from every rank."""
+  if not dist.enabled:
+    return value.detach().clone()
+  parts = [torch.empty_like(value) for _ in range(dist.world_size)]
+  torch_dist.all_gather(parts, value.detach().contiguous())
+  return torch.cat(parts)
+
+
 def teardown(dist: Dist) -> None:
   if dist.enabled and torch_dist.is_initialized():
     torch_dist.destroy_process_group()

@@ -27,10 +27,14 @@ WEIGHTINGS = ('score', 'likelihood')
 
 @dataclasses.dataclass
 class LossOutput:
-  """loss: scalar mean over the batch; per_sample: `[B]`; t: the `[B]` times used."""
+  """loss: scalar mean over the batch; per_sample: `[B]`; t: the `[B]` times used; for the
+  VLB losses (score_sde.vlb_loss) also the chain positions t_index and the L_t values (bits)
+  vlb_terms `[B]` that update the importance sampler."""
   loss: torch.Tensor
   per_sample: torch.Tensor
   t: torch.Tensor
+  t_index: torch.Tensor | None = None
+  vlb_terms: torch.Tensor | None = None
 
 
 class ImportanceSampler:
@@ -130,8 +134,14 @@ def get_loss_fn(sde: SDE, *, continuous: bool = True, weighting: str = 'score',
 
 
 def get_loss_fn_from_config(config, sde: SDE):
-  """`get_loss_fn` with the keys of `config.training`."""
+  """`get_loss_fn` with the keys of `config.training`, or IDDPM's hybrid / VLB objectives
+  (`score_sde.vlb_loss`) for training.loss 'hybrid' / 'vlb'."""
   tr = config.training
+  if tr.loss != 'dsm':
+    from score_sde.vlb_loss import get_vlb_loss_fn
+    return get_vlb_loss_fn(sde, tr.loss, learn_sigma=config.model.learn_sigma, vlb_weight=tr.vlb_weight,
+                           reduce_mean=tr.reduce_mean,
+                           data_range=(-1.0, 1.0) if config.data.centered else (0.0, 1.0))
   return get_loss_fn(sde, continuous=tr.continuous,
                      weighting='likelihood' if tr.likelihood_weighting else 'score',
                      importance_sampling=tr.importance_sampling, reduce_mean=tr.reduce_mean,

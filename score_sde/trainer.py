@@ -146,8 +146,16 @@ class Trainer:
     return {'model': self.weights().state_dict(), 'ema': self.ema.state_dict(),
             'optimizer': self.optimizer.state_dict(), 'step': self.step, 'rng': rng,
             'loader': {**self.loader.state_dict(), 'stride': self.dist.world_size * self.micro},
-            'loss': self.last_loss,
+            'loss': self.last_loss, **self._resampler_state(),
             'meta': self.metadata()}
+
+  def _resampler(self):
+    """The importance sampler of t of training.loss='vlb' (None otherwise)."""
+    return getattr(getattr(self, 'loss_fn', None), 'resampler', None)
+
+  def _resampler_state(self) -> dict:
+    r = self._resampler()
+    return {} if r is None else {'t_sampler': r.state_dict()}
 
   def weights(self) -> torch.nn.Module:
     """The module whose state dict a checkpoint holds (the network, as score_sde_pytorch)."""
@@ -210,6 +218,8 @@ class Trainer:
       raise UserError(f'cannot resume from {found[1]}: {e} {hint}') from None
     self.step = self.saved_step = int(state['step'])
     self.last_loss = state.get('loss')
+    if self._resampler() is not None and 't_sampler' in state:
+      self._resampler().load_state_dict(state['t_sampler'])
     if 'loader' in state:
       self._load_loader_state(state['loader'])
     if self.dist.is_main:
@@ -250,7 +260,10 @@ class Trainer:
     else:
       y = None
     with autocast(c, self.device):
-      return self.loss_fn(self.compiled, x, y, noise=(noise['u'], noise['z'])).loss
+      out = self.loss_fn(self.compiled, x, y, noise=(noise['u'], noise['z']))
+    if out.vlb_terms is not None:  # training.loss='vlb': L_t values for the t sampler
+      self._vlb_records.append((out.t_index, out.vlb_terms.float()))
+    return out.loss
 
   def train_step(self) -> dict:
     """One optimisation step over the global batch; returns loss, lr and grad norm (or raises
@@ -259,6 +272,7 @@ class Trainer:
     torch.manual_seed(mix_seed(self.config.seed, 2, self.dist.rank, self.step + 1))  # dropout
     everything = self._global_noise(self.step + 1)
     self.optimizer.zero_grad(set_to_none=True)
+    self._vlb_records = []
     total = torch.zeros((), device=self.device)
     for m in range(accum):
       x, y = next(self.loader)
@@ -277,8 +291,18 @@ class Trainer:
     self.step += 1
     norm = optim.optimization_step(self.optimizer, self.params, self.step, o.lr, o.warmup, o.grad_clip)
     self.ema.update(self.params)
+    self._update_resampler()
     self.last_loss = loss.item()
     return {'loss': self.last_loss, 'lr': self.optimizer.param_groups[0]['lr'], 'grad_norm': norm}
+
+  def _update_resampler(self) -> None:
+    """Record this step's L_t values of every rank (rank order) in the t sampler, so that
+    all ranks keep the same history."""
+    if not self._vlb_records:
+      return
+    t = distributed.gather_over_ranks(torch.cat([r[0] for r in self._vlb_records]), self.dist)
+    values = distributed.gather_over_ranks(torch.cat([r[1] for r in self._vlb_records]), self.dist)
+    self._resampler().update(t.cpu(), values.cpu())
 
   def stop_requested(self, local: bool) -> bool:
     """Whether any rank received a stop signal (all ranks must stop at the same step)."""

@@ -17,6 +17,7 @@ from score_sde import checkpoint as ckpt
 from score_sde import datasets
 from score_sde.errors import UserError
 from score_sde.likelihood import bits_per_dim, log_likelihood
+from score_sde.vlb import variational_bound
 
 
 def eval_checkpoints(config, folder: str) -> list[tuple[int, str]]:
@@ -95,9 +96,27 @@ def sample_quality(config, workdir: str, files: list[str], flat: bool, cache: di
                        device, config.eval.kid_subset_size, fid_method=config.eval.fid_method)
 
 
-def _batch_values(config, model, x, flat: bool, gen) -> np.ndarray:
+def _vlb_values(config, model, x, flat: bool, gen, terms: list | None) -> np.ndarray:
+  """Per-example bits/dim `[B]` of the discrete-time variational bound (score_sde.vlb) of an
+  8-bit image batch; appends the batch's per-term bits/dim summed over examples to `terms`."""
+  if flat:
+    raise UserError("config.eval.bpd_method = 'vlb' needs 8-bit image data (a toy's points are "
+                    'continuous: use ode)')
+  rng = (-1.0, 1.0) if config.data.centered else (0.0, 1.0)
+  x = datasets.get_data_scaler(config)(x)
+  res = variational_bound(model.sde, model, x, data_range=rng, generator=gen, clip_x0=True,
+                          variance='learned' if model.learn_sigma else 'small',
+                          steps=config.eval.vlb_steps or None)
+  if terms is not None:
+    terms.append((res.terms / (x[0].numel() * np.log(2.0))).sum(0).cpu().double().numpy())
+  return res.bpd.cpu().double().numpy()
+
+
+def _batch_values(config, model, x, flat: bool, gen, method: str = 'ode', terms=None) -> np.ndarray:
   """Per-example bits/dim (nats/dim for vectors) `[B]` of a data batch via the PF-ODE
-  (images uniformly dequantised first)."""
+  (images uniformly dequantised first), or the variational bound (method 'vlb')."""
+  if method == 'vlb':
+    return _vlb_values(config, model, x, flat, gen, terms)
   x = datasets.get_data_scaler(config)(x if flat else datasets.dequantize(x, gen))
   res = log_likelihood(model.sde, model, x, divergence=config.eval.bpd_divergence,
                        rtol=config.sampling.rtol, atol=config.sampling.atol, generator=gen)
@@ -107,12 +126,14 @@ def _batch_values(config, model, x, flat: bool, gen) -> np.ndarray:
   return bits_per_dim(res.logp, x.shape, data_range=rng).cpu().double().numpy()
 
 
-def likelihood_values(config, model, flat: bool, cache_dir: str = '', generator=None) -> np.ndarray:
+def likelihood_values(config, model, flat: bool, cache_dir: str = '', generator=None,
+                      method: str = 'ode', terms: list | None = None) -> np.ndarray:
   """Per-example bits/dim (nats/dim for vectors) of config.eval.bpd_dataset, `[N]` float64,
-  over its first eval.bpd_num_batches batches (0: all). With `cache_dir`, each batch's values
-  are saved there as bpd_<i>.npy and reused. The noise comes from `generator` (one stream for
-  all batches), or else from a generator per batch seeded by seed + i, so that a batch
-  recomputed after a pre-emption equals the lost one."""
+  over its first eval.bpd_num_batches batches (0: all), by `method` ('ode' or 'vlb'; `terms`
+  collects the VLB's per-term breakdown, see `_vlb_values`). With `cache_dir`, each batch's
+  values are saved there as bpd_<i>.npy (vlb_<i>.npy) and reused. The noise comes from
+  `generator` (one stream for all batches), or else from a generator per batch seeded by
+  seed + i, so that a batch recomputed after a pre-emption equals the lost one."""
   device = next(model.parameters()).device
   loader = datasets.InfiniteLoader(datasets.load_split(config, config.eval.bpd_dataset),
                                    config.eval.batch_size, seed=config.seed, shuffle=False,
@@ -121,14 +142,15 @@ def likelihood_values(config, model, flat: bool, cache_dir: str = '', generator=
   if config.eval.bpd_num_batches > 0:
     n_batches = min(n_batches, config.eval.bpd_num_batches)
   values = []
-  for i in tqdm.tqdm(range(n_batches), desc='likelihood', dynamic_ncols=True):
+  for i in tqdm.tqdm(range(n_batches), desc=f'likelihood ({method})', dynamic_ncols=True):
     x, _ = next(loader)
-    cached = os.path.join(cache_dir, f'bpd_{i:05d}.npy') if cache_dir else ''
+    stem = 'bpd' if method == 'ode' else 'vlb'
+    cached = os.path.join(cache_dir, f'{stem}_{i:05d}.npy') if cache_dir else ''
     if cached and os.path.exists(cached):
       values.append(np.load(cached))
       continue
     gen = generator or torch.Generator(device=device).manual_seed(config.seed + i)
-    values.append(_batch_values(config, model, x, flat, gen))
+    values.append(_batch_values(config, model, x, flat, gen, method, terms))
     if cached:
       ckpt.save_npy(cached, values[-1])
   return np.concatenate(values)

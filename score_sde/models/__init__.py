@@ -27,13 +27,15 @@ class NetworkSpec:
   parameterization: str = 'sde'
   time_label: str = 'sde'
   flat: bool = False
+  learn_sigma: bool = False        # can output learned variances (model.learn_sigma)
 
 
 NETWORKS = {
-    'mlp': NetworkSpec(MLP.from_config, 'eps', 't999', flat=True),   # toys
-    'unet': NetworkSpec(SmallUNet.from_config, 'eps', 't999'),       # small images
+    'mlp': NetworkSpec(MLP.from_config, 'eps', 't999', flat=True, learn_sigma=True),   # toys
+    'unet': NetworkSpec(SmallUNet.from_config, 'eps', 't999', learn_sigma=True),       # small images
     # ncsnpp (NCSN++/DDPM++), ddpm, ncsnv2_*: score_sde_pytorch's conventions for the SDE
-    **{name: NetworkSpec(cls) for name, cls in _REFERENCE_NETWORKS.items()},
+    **{name: NetworkSpec(cls, learn_sigma=name in ('ncsnpp', 'ddpm'))
+       for name, cls in _REFERENCE_NETWORKS.items()},
 }
 
 
@@ -60,7 +62,7 @@ def create_model(config, sde) -> ScoreModel:
   """The network for `config` wrapped with the SDE's conventions into a `ScoreModel`."""
   spec = network_spec(config)
   param, label = resolve_conventions(config, sde, (spec.parameterization, spec.time_label))
-  return ScoreModel(spec.build(config), sde, param, label)
+  return ScoreModel(spec.build(config), sde, param, label, learn_sigma=config.model.learn_sigma)
 
 
 def checkpoint_metadata(config, model: ScoreModel) -> dict:
@@ -75,7 +77,9 @@ def check_metadata(meta: dict | None, config, model: ScoreModel, where: str) -> 
   if not meta:
     return
   want = checkpoint_metadata(config, model)
-  for key in ('sde', 'network', 'parameterization', 'time_label'):
+  meta = {'learn_sigma': False, **meta}  # files written before learned variances existed
+  want = {'learn_sigma': False, **want}
+  for key in ('sde', 'network', 'parameterization', 'time_label', 'learn_sigma'):
     if key in meta and meta[key] != want[key]:
       raise _ckpt.CheckpointError(
           f'{where} holds a model with {key} {_fmt(meta[key])} but the config gives {_fmt(want[key])}; '

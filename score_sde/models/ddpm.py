@@ -12,6 +12,7 @@ import functools
 import torch
 from torch import nn
 
+from score_sde.conventions import output_channels
 from score_sde.models.layers import (AttnBlock, Downsample, ResnetBlockDDPM, Upsample,
                                      class_embedding, ddpm_conv3x3, dense, get_act, get_sigmas,
                                      get_timestep_embedding)
@@ -65,7 +66,7 @@ class DDPM(nn.Module):
         modules.append(Upsample(channels=in_ch, with_conv=m.resamp_with_conv))
     assert not hs_c, 'unused skip connections'
     modules.append(nn.GroupNorm(num_channels=in_ch, num_groups=32, eps=1e-6))
-    modules.append(ddpm_conv3x3(in_ch, channels, init_scale=0.))
+    modules.append(ddpm_conv3x3(in_ch, output_channels(config), init_scale=0.))
     self.all_modules = nn.ModuleList(modules)
     self.label_emb = None
     if m.class_conditional:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from score_sde.conventions import output_channels
 from score_sde.models.embeddings import TimeClassEmbedding
 
 
@@ -28,19 +29,22 @@ class MLP(nn.Module):
     hidden: width of the hidden layers.
     depth: number of residual blocks.
     num_classes: > 0 adds a class embedding (with a null row) for conditional models.
+    out_dim: output width (default dim; 2 dim for learned variances).
   """
 
-  def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 3, num_classes: int = 0):
+  def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 3, num_classes: int = 0,
+               out_dim: int | None = None):
     super().__init__()
     self.embed = TimeClassEmbedding(hidden, hidden, num_classes)
     self.inp = nn.Linear(dim, hidden)
     self.blocks = nn.ModuleList([ResidualBlock(hidden) for _ in range(depth)])
-    self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
+    self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, out_dim or dim))
 
   @classmethod
   def from_config(cls, config) -> 'MLP':
     num_classes = config.data.num_classes if config.model.class_conditional else 0
-    return cls(config.data.num_channels, config.model.hidden, config.model.depth, num_classes)
+    return cls(config.data.num_channels, config.model.hidden, config.model.depth, num_classes,
+               output_channels(config))
 
   def forward(self, x: torch.Tensor, labels: torch.Tensor, y: torch.Tensor | None = None):
     if x.ndim != 2:

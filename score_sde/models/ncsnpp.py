@@ -8,7 +8,9 @@ Sec. 4.4 and App. H), one class for both, selected by `config.model`:
 - `skip_rescale`: residual sums divided by sqrt(2);
 - `embedding_type`: `fourier` (random Fourier features of log sigma, continuous VE) or
   `positional` (sinusoidal embedding of the label, e.g. 999 t for VP);
-- `scale_by_sigma`: divide the output by sigma (the NCSN parameterisation s = -eps / sigma).
+- `scale_by_sigma`: divide the output by sigma (the NCSN parameterisation s = -eps / sigma);
+- `learn_sigma`: twice the output channels, the second half IDDPM's variance interpolation
+  (Nichol & Dhariwal 2021; not in score_sde_pytorch, whose layouts it leaves unchanged when off).
 
 The modules sit in one flat `all_modules` ModuleList in the exact order of score_sde_pytorch, so
 its checkpoints load with `strict=True`. The `build_*` / `_encode` / `_decode` methods add and
@@ -22,6 +24,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from score_sde.conventions import output_channels
 from score_sde.models import layerspp
 from score_sde.models.layers import class_embedding, dense, get_act, get_sigmas
 from score_sde.models.layers import get_timestep_embedding
@@ -66,7 +69,7 @@ class NCSNpp(nn.Module):
     self.build_embedding(modules, m.fourier_scale)
     hs_c = self.build_encoder(modules, mk, channels)
     in_ch = self.build_middle(modules, mk, hs_c[-1])
-    self.build_decoder(modules, mk, hs_c, in_ch, channels, m.init_scale)
+    self.build_decoder(modules, mk, hs_c, in_ch, output_channels(config), m.init_scale)
     self.all_modules = nn.ModuleList(modules)
     self.label_emb = None
     if m.class_conditional:

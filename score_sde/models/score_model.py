@@ -19,6 +19,12 @@ Time label (what the network is conditioned on):
 For a discrete-time model of an SDE with a chain, eps / x0 outputs are scaled by the chain's
 kernel (DDPM's sqrt(1 - abar_i)), as the reference does; otherwise by the continuous sigma(t).
 The formulas themselves live in `score_sde.conventions`.
+
+Learned variances (`learn_sigma`, Nichol & Dhariwal 2021): the network outputs twice the data
+channels; the first half is the parameterization's output, the second the raw interpolation
+weight v of `conventions.learned_log_variance`. `forward` still returns the score alone, so
+every sampler works unchanged; `score_and_variance` (or `forward(..., with_variance=True)`, the
+form DDP needs during training) returns both.
 """
 from __future__ import annotations
 
@@ -38,10 +44,11 @@ class ScoreModel(nn.Module):
     sde: the forward SDE, which fixes alpha(t) and sigma(t).
     parameterization: one of PARAMETERIZATIONS.
     time_label: one of TIME_LABELS.
+    learn_sigma: the network also outputs IDDPM's variance interpolation v (doubled channels).
   """
 
   def __init__(self, net: nn.Module, sde: SDE, parameterization: str = 'eps',
-               time_label: str = 't999'):
+               time_label: str = 't999', learn_sigma: bool = False):
     super().__init__()
     if parameterization not in PARAMETERIZATIONS:
       raise ValueError(f"unknown parameterization '{parameterization}'; "
@@ -50,6 +57,7 @@ class ScoreModel(nn.Module):
       raise ValueError(f"unknown time label '{time_label}'; choose one of: {', '.join(TIME_LABELS)}")
     self.net, self.sde = net, sde
     self.parameterization, self.time_label = parameterization, time_label
+    self.learn_sigma = bool(learn_sigma)
 
   def labels(self, t: torch.Tensor) -> torch.Tensor:
     """The network's time conditioning for continuous times t `[B]`."""
@@ -59,19 +67,39 @@ class ScoreModel(nn.Module):
     """(alpha, sigma) `[B]` used to turn an eps / x0 output into the score."""
     return conventions.label_kernel(self.time_label, self.sde, t)
 
-  def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None):
-    """Score s_theta(x, t[, y]) shaped like x (float32 whatever the autocast dtype)."""
+  def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+              with_variance: bool = False):
+    """Score s_theta(x, t[, y]) shaped like x (float32 whatever the autocast dtype); with
+    `with_variance`, the pair (score, v) with v shaped like x (learned-variance models only)."""
     labels = self.labels(t)
     out = self.net(x, labels) if y is None else self.net(x, labels, y)
     out = out.to(x.dtype)
-    if self.parameterization == 'score':
-      return out
-    alpha, sigma = self.kernel(t)
-    return conventions.to_score(out, x, self.parameterization, alpha, sigma)
+    v = None
+    if self.learn_sigma:
+      if out.shape[1] != 2 * x.shape[1]:
+        raise ValueError(f'a learn_sigma network must output {2 * x.shape[1]} channels, got {out.shape[1]}')
+      out, v = out.chunk(2, dim=1)
+    elif with_variance:
+      raise ValueError('this model has no learned variance (model.learn_sigma is False)')
+    if self.parameterization != 'score':
+      alpha, sigma = self.kernel(t)
+      out = conventions.to_score(out, x, self.parameterization, alpha, sigma)
+    return (out, v) if with_variance else out
+
+  @property
+  def score_and_variance(self):
+    """`(x, t, y=None) -> (score, v)` when the model learns its variance, else None
+    (see `conventions.variance_fn`)."""
+    if not self.learn_sigma:
+      return None
+    return lambda x, t, y=None: self(x, t, y, with_variance=True)
 
   def conventions(self) -> dict:
     """What a checkpoint records about this model (see `checkpoint_metadata`)."""
-    return {'parameterization': self.parameterization, 'time_label': self.time_label}
+    meta = {'parameterization': self.parameterization, 'time_label': self.time_label}
+    if self.learn_sigma:  # absent for fixed-variance models, so older checkpoints still match
+      meta['learn_sigma'] = True
+    return meta
 
 
 def resolve_conventions(config, sde: SDE, default: tuple[str, str] = ('sde', 'sde')) -> tuple[str, str]:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from score_sde.conventions import output_channels
 from score_sde.models.embeddings import TimeClassEmbedding
 
 
@@ -56,10 +57,11 @@ class SmallUNet(nn.Module):
     image_size: input resolution (used to place attention).
     dropout: dropout in the residual blocks.
     num_classes: > 0 adds a class embedding with a null row.
+    out_channels: output channels (default C; 2C for learned variances).
   """
 
   def __init__(self, channels=1, nf=32, ch_mult=(1, 2, 2), attn_resolutions=(8,),
-               image_size=16, dropout=0.0, num_classes=0):
+               image_size=16, dropout=0.0, num_classes=0, out_channels=None):
     super().__init__()
     temb_dim = 4 * nf
     self.embed = TimeClassEmbedding(nf, temb_dim, num_classes)
@@ -80,7 +82,7 @@ class SmallUNet(nn.Module):
       upsample = nn.Upsample(scale_factor=2, mode='nearest') if i > 0 else nn.Identity()
       self.up.append(nn.ModuleList([ResBlock(cin + w, w, temb_dim, dropout), attn, upsample]))
       cin, res = w, res * 2 if i > 0 else res
-    self.out = nn.Sequential(_norm(cin), nn.SiLU(), nn.Conv2d(cin, channels, 3, padding=1))
+    self.out = nn.Sequential(_norm(cin), nn.SiLU(), nn.Conv2d(cin, out_channels or channels, 3, padding=1))
     nn.init.zeros_(self.out[-1].weight)
     nn.init.zeros_(self.out[-1].bias)
 
@@ -88,7 +90,7 @@ class SmallUNet(nn.Module):
   def from_config(cls, config) -> 'SmallUNet':
     m, d = config.model, config.data
     return cls(d.num_channels, m.nf, tuple(m.ch_mult), tuple(m.attn_resolutions), d.image_size,
-               m.dropout, d.num_classes if m.class_conditional else 0)
+               m.dropout, d.num_classes if m.class_conditional else 0, output_channels(config))
 
   def forward(self, x: torch.Tensor, labels: torch.Tensor, y: torch.Tensor | None = None):
     if x.ndim != 4:

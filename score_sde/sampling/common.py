@@ -30,6 +30,18 @@ class CountingScore:
     self.nfe += 1
     return self.score_fn(x, t)
 
+  @property
+  def score_and_variance(self):
+    """The wrapped function's `score_and_variance` (learned variances), also counted."""
+    both = getattr(self.score_fn, 'score_and_variance', None)
+    if both is None:
+      return None
+
+    def counted(x, t):
+      self.nfe += 1
+      return both(x, t)
+    return counted
+
 
 def tweedie_denoise(sde: SDE, score_fn, x: torch.Tensor, t: float) -> torch.Tensor:
   """E[x_0 | x_t] = (x + sigma(t)^2 s(x, t)) / alpha(t) (Tweedie's formula; Efron 2011).

@@ -10,6 +10,11 @@ subsequence tau = (0, r, 2r, ..., (steps-1) r), r = N // steps (as diffusers). B
 sigma = 0 (the last update returns the x0 prediction), so `denoise` and `eps` are not used and
 no extra score evaluation is made.
 
+A model with a learned variance (`conventions.variance_fn`, IDDPM) is used by both: DDPM draws
+from N(mean, Sigma_theta) (variance 'learned', chosen by 'auto'), and DDIM with eta > 0 adds
+noise of variance eta^2 Sigma_theta instead of eta^2 beta tilde (so eta = 1 is still DDPM's
+ancestral step). Both take `callback(i, t, x, denoised)` after every step.
+
 In terms of (alpha, sigma), with a = alpha_t / alpha_s and v = sigma_t^2 - a^2 sigma_s^2 the
 variance of the step s -> t (beta' = 1 - abar_t/abar_s for DDPM), the formulas are the papers'
 written for any Gaussian kernel.
@@ -21,8 +26,11 @@ import math
 import torch
 
 from score_sde import conventions as cv
+from score_sde.chain_posterior import leading_indices
 from score_sde.sdes import SDE
 from score_sde.utils import full_t, randn_like
+
+VARIANCES = ('auto', 'small', 'large', 'learned')
 
 
 def _check_chain(sde: SDE, name: str) -> None:
@@ -32,39 +40,50 @@ def _check_chain(sde: SDE, name: str) -> None:
                      "(use 'dpm_solver', 'heun', 'sde' or 'pc')")
 
 
-def leading_indices(n: int, steps: int) -> list[int]:
-  """The "leading" strided subsequence tau of table indices 0..n-1, increasing, `steps` long."""
-  if not 1 <= steps <= n:
-    raise ValueError(f'steps must be in [1, {n}], got {steps}')
-  ratio = n // steps
-  return [k * ratio for k in range(steps)]
-
-
 def predict_eps(sde: SDE, score_fn, x: torch.Tensor, i: int, sigma: float) -> torch.Tensor:
   """eps_theta(x_i, i) = -sigma_i score(x, time_of_index(i)); `[B, ...]`."""
   return cv.eps_from_score(score_fn(x, full_t(sde.time_of_index(i), x.shape[0], x)), sigma)
 
 
+def predict_eps_and_v(sde: SDE, score_fn, x: torch.Tensor, i: int, sigma: float):
+  """(eps_theta, v) `[B, ...]` at table index i; v is None without a learned variance."""
+  both = cv.variance_fn(score_fn)
+  if both is None:
+    return predict_eps(sde, score_fn, x, i, sigma), None
+  score, v = both(x, full_t(sde.time_of_index(i), x.shape[0], x))
+  return cv.eps_from_score(score, sigma), v
+
+
+def _learned_var(v: torch.Tensor, var: float, si_s: float, si_t: float) -> torch.Tensor:
+  """Sigma_theta `[B, ...]` of one step from v (IDDPM Eq. 15 between beta and beta tilde)."""
+  return torch.exp(cv.learned_log_variance(v, math.log(var), math.log(var * si_s ** 2 / si_t ** 2)))
+
+
 def ddim_step(x: torch.Tensor, eps: torch.Tensor, k_t: tuple, k_s: tuple, eta: float,
-              noise: torch.Tensor | None) -> torch.Tensor:
+              noise: torch.Tensor | None, v: torch.Tensor | None = None) -> torch.Tensor:
   """One DDIM update t -> s < t (Song et al. 2021, Eq. 12) for kernels k = (alpha, sigma):
   x0 = (x - sigma_t eps)/alpha_t; c = eta (sigma_s/sigma_t) sqrt(v), which for DDPM is
   eta sqrt((1-a_s)/(1-a_t)) sqrt(1 - a_t/a_s); x_s = alpha_s x0 + sqrt(sigma_s^2 - c^2) eps + c z.
+  With a learned variance v `[B, ...]`: c^2 = eta^2 Sigma_theta (capped at sigma_s^2).
   All tensors `[B, ...]`."""
   (al_t, si_t), (al_s, si_s) = k_t, k_s
   x0 = cv.x0_from_eps(x, eps, al_t, si_t)
   a = al_t / al_s
   var = si_t ** 2 - a ** 2 * si_s ** 2
+  if v is not None and eta > 0 and si_s > 0:
+    c2 = (eta ** 2 * _learned_var(v, var, si_s, si_t)).clamp(max=si_s ** 2)
+    return al_s * x0 + torch.sqrt(si_s ** 2 - c2) * eps + torch.sqrt(c2) * noise
   c = eta * (si_s / si_t) * math.sqrt(max(var, 0.0))
   out = al_s * x0 + math.sqrt(max(si_s ** 2 - c ** 2, 0.0)) * eps
   return out + c * noise if c > 0 else out
 
 
 def ddpm_step(x: torch.Tensor, eps: torch.Tensor, k_t: tuple, k_s: tuple, variance: str,
-              noise: torch.Tensor | None) -> torch.Tensor:
+              noise: torch.Tensor | None, v: torch.Tensor | None = None) -> torch.Tensor:
   """One ancestral step from the posterior q(x_s | x_t, x0) (Ho et al. 2020, Eq. 6-7) for kernels
   k = (alpha, sigma): mean = (alpha_s v / sigma_t^2) x0 + (a sigma_s^2 / sigma_t^2) x_t; variance
-  v sigma_s^2 / sigma_t^2 ("small", beta tilde) or v ("large", beta). No noise when sigma_s = 0."""
+  v sigma_s^2 / sigma_t^2 ("small", beta tilde), v ("large", beta) or the learned interpolation
+  between them from the network's v `[B, ...]` ("learned", IDDPM). No noise when sigma_s = 0."""
   (al_t, si_t), (al_s, si_s) = k_t, k_s
   a = al_t / al_s
   var = si_t ** 2 - a ** 2 * si_s ** 2
@@ -72,42 +91,58 @@ def ddpm_step(x: torch.Tensor, eps: torch.Tensor, k_t: tuple, k_s: tuple, varian
   mean = (al_s * var / si_t ** 2) * x0 + (a * si_s ** 2 / si_t ** 2) * x
   if si_s <= 0.0:
     return mean
+  if variance == 'learned':
+    return mean + torch.sqrt(_learned_var(v, var, si_s, si_t)) * noise
   if variance == 'small':
     var = var * si_s ** 2 / si_t ** 2
   elif variance != 'large':
-    raise ValueError(f"unknown DDPM variance '{variance}'; choose 'small' or 'large'")
+    raise ValueError(f"unknown DDPM variance '{variance}'; choose {', '.join(VARIANCES)}")
   return mean + math.sqrt(var) * noise
 
 
-def _run(sde: SDE, score_fn, x, steps, progress, update):
-  """Shared loop over the strided table from its last index down to the data (index -1)."""
+def _run(sde: SDE, score_fn, x, steps, progress, update, callback=None, learned=False):
+  """Shared loop over the strided table from its last index down to the data (index -1);
+  `update(x, eps, v, k_t, k_s)`; callback(i, t, x, x0 prediction) after step i."""
   tau = leading_indices(sde.N, steps or sde.N)
   alphas, sigmas = sde.discrete_kernel(torch.tensor(tau + [-1]))
   kern = {i: (float(a), float(s)) for i, a, s in zip(tau + [-1], alphas, sigmas)}
   pairs = list(zip(tau[::-1], tau[::-1][1:] + [-1]))
-  for i, s in (progress(pairs) if progress else pairs):
-    x = update(x, predict_eps(sde, score_fn, x, i, kern[i][1]), kern[i], kern[s])
+  for n, (i, s) in enumerate(progress(pairs) if progress else pairs):
+    if learned:
+      eps, v = predict_eps_and_v(sde, score_fn, x, i, kern[i][1])
+    else:
+      eps, v = predict_eps(sde, score_fn, x, i, kern[i][1]), None
+    x_new = update(x, eps, v, kern[i], kern[s])
+    if callback is not None:
+      t_s = sde.time_of_index(s) if s >= 0 else 0.0
+      callback(n, t_s, x_new, cv.x0_from_eps(x, eps, *kern[i]))
+    x = x_new
   return x
 
 
 def ddpm_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, eps: float = 1e-3,
-                denoise: bool = True, generator=None, variance: str = 'small',
-                progress=None) -> torch.Tensor:
+                denoise: bool = True, generator=None, variance: str = 'auto',
+                callback=None, progress=None) -> torch.Tensor:
   """DDPM ancestral sampling (Ho et al. 2020, Alg. 2) from x_T `[B, ...]`; returns x_0 `[B, ...]`.
 
-  `steps` (default N) table steps; `variance` "small" (beta_tilde) or "large" (beta).
+  `steps` (default N) table steps; `variance` one of VARIANCES: "small" (beta_tilde), "large"
+  (beta), "learned" (the model's, IDDPM) or "auto" (learned if the model has it, else small).
   """
   _check_chain(sde, 'ddpm')
-  if variance not in ('small', 'large'):
-    raise ValueError(f"unknown DDPM variance '{variance}'; choose 'small' or 'large'")
-  update = lambda x, e, k_t, k_s: ddpm_step(x, e, k_t, k_s, variance,
-                                            randn_like(x, generator) if k_s[1] > 0 else None)
-  return _run(sde, score_fn, x, steps, progress, update)
+  if variance not in VARIANCES:
+    raise ValueError(f"unknown DDPM variance '{variance}'; choose one of: {', '.join(VARIANCES)}")
+  has_v = cv.variance_fn(score_fn) is not None
+  if variance == 'learned' and not has_v:
+    raise ValueError("variance='learned' needs a model with a learned variance (model.learn_sigma)")
+  variance = ('learned' if has_v else 'small') if variance == 'auto' else variance
+  update = lambda x, e, v, k_t, k_s: ddpm_step(x, e, k_t, k_s, variance,
+                                               randn_like(x, generator) if k_s[1] > 0 else None, v)
+  return _run(sde, score_fn, x, steps, progress, update, callback, learned=variance == 'learned')
 
 
 def ddim_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, eps: float = 1e-3,
                 denoise: bool = True, generator=None, eta: float = 0.0,
-                progress=None) -> torch.Tensor:
+                callback=None, progress=None) -> torch.Tensor:
   """DDIM (Song, Meng & Ermon 2021, Eq. 12) from x_T `[B, ...]`; returns x_0 `[B, ...]`.
 
   eta = 0 is deterministic (Euler on the PF-ODE in (x/alpha, sigma/alpha), i.e.
@@ -116,9 +151,10 @@ def ddim_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None
   _check_chain(sde, 'ddim')
   if eta < 0:
     raise ValueError(f'eta must be >= 0, got {eta}')
-  update = lambda x, e, k_t, k_s: ddim_step(x, e, k_t, k_s, eta,
-                                            randn_like(x, generator) if eta > 0 and k_s[1] > 0 else None)
-  return _run(sde, score_fn, x, steps, progress, update)
+  learned = eta > 0 and cv.variance_fn(score_fn) is not None
+  update = lambda x, e, v, k_t, k_s: ddim_step(x, e, k_t, k_s, eta,
+                                               randn_like(x, generator) if eta > 0 and k_s[1] > 0 else None, v)
+  return _run(sde, score_fn, x, steps, progress, update, callback, learned)
 
 
-__all__ = ['ddpm_sample', 'ddim_sample', 'ddim_step', 'ddpm_step', 'leading_indices']
+__all__ = ['ddpm_sample', 'ddim_sample', 'ddim_step', 'ddpm_step', 'leading_indices', 'VARIANCES']
