@@ -20,7 +20,6 @@ import errno
 import logging
 import math
 import os
-import signal
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -324,33 +323,3 @@ class Trainer:
     good = last_good_checkpoint(self.workdir, self.task)
     raise TrainingError(f'non-finite loss ({loss.item()}) at step {self.step + 1}{times}; last good '
                         f"checkpoint: {good or 'none'} (lower optim.lr or raise optim.warmup)")
-
-
-class StopSignals:
-  """Context manager: SIGTERM / SIGINT set `.received` (the signal number) instead of killing
-  the process, so the loop can save a checkpoint at the current step and exit cleanly. A
-  second signal of the same kind stops at once."""
-
-  SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-  def __init__(self):
-    self.received, self._old = None, {}
-
-  def _handle(self, signum, frame):
-    if self.received is not None:
-      signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
-      raise KeyboardInterrupt
-    self.received = signum
-
-  def __enter__(self):
-    for s in self.SIGNALS:
-      try:
-        self._old[s] = signal.signal(s, self._handle)
-      except ValueError:  # not the main thread: leave the default behaviour
-        pass
-    return self
-
-  def __exit__(self, *exc):
-    for s, old in self._old.items():
-      signal.signal(s, old)
-    return False
