@@ -72,16 +72,19 @@ def _train_loop(config, trainer: Trainer, writer) -> dict:
       name = 'SIGINT' if signum == signal.SIGINT else 'SIGTERM'
       raise Interrupted(f'stopped by {name} at step {trainer.step}; saved {path}; run the same '
                         'command again to resume', signum)
-  return metrics
+  trainer.check_finite()
+  return {k: float(v) for k, v in metrics.items()}
 
 
 def _after_step(config, trainer: Trainer, writer, metrics: dict, bar) -> None:
   """Logging, checkpoints and snapshot samples after optimisation step `trainer.step`."""
   tr, step = config.training, trainer.step
-  if step % tr.log_freq == 0 and writer is not None:
-    for k, v in metrics.items():
-      writer.add_scalar(f'train/{k}', v, step)
-    bar.set_postfix(loss=f"{metrics['loss']:.4g}")
+  if step % tr.log_freq == 0:  # the only host sync of a training step
+    trainer.check_finite()
+    if writer is not None:
+      for k, v in metrics.items():
+        writer.add_scalar(f'train/{k}', float(v), step)
+      bar.set_postfix(loss=f"{float(metrics['loss']):.4g}")
   if step % tr.snapshot_freq_for_preemption == 0 or step % tr.snapshot_freq == 0 or step == tr.n_iters:
     trainer.save()
     if trainer.task == 'classifier' and writer is not None:

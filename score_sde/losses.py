@@ -49,16 +49,23 @@ class ImportanceSampler:
     w = (g ** 2 / sde.marginal_std(tt) ** 2).numpy()
     cdf = np.concatenate([[0.0], np.cumsum(np.diff(t) * (w[1:] + w[:-1]) / 2)])
     self.Z = float(cdf[-1])
-    self.t_grid, self.cdf = t, cdf / cdf[-1]
-    self.sde, self.eps = sde, eps
+    self.t_grid, self.cdf = torch.from_numpy(t), torch.from_numpy(cdf / cdf[-1])
+    self.sde, self.eps, self._on = sde, eps, {}
 
   def from_uniform(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """t `[B]` ~ q by inverse CDF of u `[B]` ~ U(0, 1), and the weight Z / (T - eps):
-    E_U[w(t) L(t)] = Z / (T - eps) E_q[L(t)]."""
-    t = np.interp(u.detach().cpu().double().numpy(), self.cdf, self.t_grid)
+    """t `[B]` ~ q by inverse CDF of u `[B]` ~ U(0, 1) (linear interpolation on the grid, on
+    u's device: no host sync), and the weight Z / (T - eps): E_U[w(t) L(t)] = Z / (T - eps) E_q[L(t)]."""
+    key = str(u.device)
+    if key not in self._on:
+      self._on[key] = self.cdf.to(u.device), self.t_grid.to(u.device)
+    cdf, grid = self._on[key]
+    v = u.detach().double().clamp(0.0, 1.0)
+    j = torch.searchsorted(cdf, v).clamp(1, len(cdf) - 1)
+    c0, c1 = cdf[j - 1], cdf[j]
+    frac = ((v - c0) / (c1 - c0).clamp_min(1e-300)).clamp(0.0, 1.0)
+    t = grid[j - 1] + frac * (grid[j] - grid[j - 1])
     factor = self.Z / (self.sde.T - self.eps)
-    return (torch.as_tensor(t, dtype=torch.float32, device=u.device),
-            torch.full(u.shape, factor, device=u.device))
+    return t.float(), torch.full(u.shape, factor, device=u.device)
 
 
 def draw_noise(x0: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +109,7 @@ def get_loss_fn(sde: SDE, *, continuous: bool = True, weighting: str = 'score',
   def coefficients(t):
     if continuous:
       return sde.mean_coeff(t), sde.marginal_std(t)
-    alpha, sigma = sde.discrete_kernel(sde.index_of_time(t).cpu())
+    alpha, sigma = sde.discrete_kernel(sde.index_of_time(t))
     return alpha.to(t), sigma.to(t)
 
   def times(u):

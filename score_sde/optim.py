@@ -27,10 +27,11 @@ def learning_rate(step: int, lr: float, warmup: int) -> float:
 
 
 def optimization_step(optimizer, params, step: int, lr: float, warmup: int,
-                      grad_clip: float) -> float:
+                      grad_clip: float) -> torch.Tensor:
   """Set the warmed-up lr, clip the gradient norm (if grad_clip >= 0) and step.
 
-  Returns the gradient norm before clipping (a float; nan/inf if the gradient is not finite).
+  Returns the gradient norm before clipping (a 0-d tensor on the device, so that no host sync
+  is needed; nan/inf if the gradient is not finite).
   """
   for group in optimizer.param_groups:
     group['lr'] = learning_rate(step, lr, warmup)
@@ -38,4 +39,4 @@ def optimization_step(optimizer, params, step: int, lr: float, warmup: int,
   max_norm = grad_clip if grad_clip >= 0 else math.inf
   norm = torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm)
   optimizer.step()
-  return float(norm)
+  return norm.detach()

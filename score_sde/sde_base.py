@@ -101,6 +101,15 @@ class SDE(abc.ABC):
     """Whether the SDE defines a discrete chain (DDPM / SMLD) with `discrete_kernel`."""
     return self.discrete_kernel(torch.zeros(1, dtype=torch.long)) is not None
 
+  def table_on(self, name: str, device) -> torch.Tensor:
+    """The float64 table attribute `name` (e.g. DDPM's alphas_cumprod) on `device`, copied once
+    per device, so that indexing it with device indices needs no host round trip."""
+    cache = self.__dict__.setdefault('_tables_on', {})
+    key = (name, str(device))
+    if key not in cache:
+      cache[key] = getattr(self, name).to(device)
+    return cache[key]
+
   def discrete_kernel(self, i: torch.Tensor):
     """(alpha_i, sigma_i) float64 `[B]` of the chain's kernel x_i = alpha_i x_0 + sigma_i z at
     long indices i `[B]` (i = -1 is the data: (1, 0)); None when the SDE has no chain."""
@@ -119,7 +128,7 @@ class SDE(abc.ABC):
     t (valid for any number of steps, e.g. a PC sampler run with fewer steps than N).
     """
     if dt is None:
-      i = self.index_of_time(t).cpu()
+      i = self.index_of_time(t)
       cur, prev = self.discrete_kernel(i), self.discrete_kernel(i - 1)
       if cur is None:
         raise ValueError(f'{type(self).__name__} has no discrete chain')

@@ -124,7 +124,8 @@ class VPSDE(_GaussianPrior, SDE):
   def discrete_kernel(self, i):
     """DDPM: (sqrt(abar_i), sqrt(1 - abar_i)), with (1, 0) at i = -1."""
     i = torch.as_tensor(i).long()
-    abar = torch.where(i >= 0, self.alphas_cumprod[i.clamp(min=0)], torch.ones((), dtype=torch.float64))
+    table = self.table_on('alphas_cumprod', i.device)
+    abar = torch.where(i >= 0, table[i.clamp(min=0)], torch.ones((), dtype=torch.float64, device=i.device))
     return torch.sqrt(abar), torch.sqrt(1.0 - abar)
 
 
@@ -202,7 +203,8 @@ class VESDE(_GaussianPrior, SDE):
   def discrete_kernel(self, i):
     """SMLD: (1, sigma_i) on the geometric grid, with (1, 0) at i = -1."""
     i = torch.as_tensor(i).long()
-    sigma = torch.where(i >= 0, self.discrete_sigmas[i.clamp(min=0)], torch.zeros((), dtype=torch.float64))
+    table = self.table_on('discrete_sigmas', i.device)
+    sigma = torch.where(i >= 0, table[i.clamp(min=0)], torch.zeros((), dtype=torch.float64, device=i.device))
     return torch.ones_like(sigma), sigma
 
   def exact_kernel_var(self, t):

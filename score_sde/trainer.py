@@ -124,6 +124,7 @@ class Trainer:
       raise UserError(f'training data: {e}') from None
     self.scaler = datasets.get_data_scaler(config)
     self.step, self.saved_step, self.last_loss, self.nan_skips = 0, -1, None, 0
+    self._first_bad = None   # (step, loss) of the first non-finite loss, on the device
     self.ddp = None
     if self.dist.enabled:
       ids = [self.device.index] if self.device.type == 'cuda' else None
@@ -145,7 +146,7 @@ class Trainer:
     return {'model': self.weights().state_dict(), 'ema': self.ema.state_dict(),
             'optimizer': self.optimizer.state_dict(), 'step': self.step, 'rng': rng,
             'loader': {**self.loader.state_dict(), 'stride': self.dist.world_size * self.micro},
-            'loss': self.last_loss, **self._resampler_state(),
+            'loss': None if self.last_loss is None else float(self.last_loss), **self._resampler_state(),
             'meta': self.metadata()}
 
   def _resampler(self):
@@ -172,6 +173,7 @@ class Trainer:
     path = os.path.join(self.ckpt_dir, f'checkpoint_{self.step}.pth')
     if self.saved_step == self.step:
       return path
+    self.check_finite()  # never write weights trained through a non-finite loss
     if not self.dist.is_main:  # rank 0 writes; the others wait until it has
       distributed.barrier(self.dist)
       self.saved_step = self.step
@@ -282,17 +284,38 @@ class Trainer:
         loss.backward()
       total = total + loss.detach().float()
     loss = distributed.mean_over_ranks(total, self.dist)
-    if not torch.isfinite(loss):
-      self.optimizer.zero_grad(set_to_none=True)
-      return self._bad_loss(loss)
-    self.nan_skips = 0
+    if self.config.training.nan_policy == 'skip':  # deciding to skip needs the value now
+      if not torch.isfinite(loss):
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._bad_loss(loss)
+      self.nan_skips = 0
+    else:  # 'stop': remember the first bad step on the device; `check_finite` raises later
+      self._note_bad(loss)
     o = self.config.optim
     self.step += 1
     norm = optim.optimization_step(self.optimizer, self.params, self.step, o.lr, o.warmup, o.grad_clip)
     self.ema.update(self.params)
     self._update_resampler()
-    self.last_loss = loss.item()
-    return {'loss': self.last_loss, 'lr': self.optimizer.param_groups[0]['lr'], 'grad_norm': norm}
+    self.last_loss = loss
+    return {'loss': loss, 'lr': self.optimizer.param_groups[0]['lr'], 'grad_norm': norm}
+
+  def _note_bad(self, loss: torch.Tensor) -> None:
+    """Record (step, loss) of the first non-finite loss in a device tensor: no host sync."""
+    here = torch.stack([torch.full_like(loss, self.step + 1), loss])
+    if self._first_bad is None:
+      self._first_bad = torch.full_like(here, float('nan'))
+    new = torch.isnan(self._first_bad[0]) & ~torch.isfinite(loss)
+    self._first_bad = torch.where(new, here, self._first_bad)
+
+  def check_finite(self) -> None:
+    """Raise the non-finite-loss TrainingError if a step since the start had one (a host
+    sync: called at log and checkpoint steps, never per step)."""
+    if self._first_bad is None or torch.isnan(self._first_bad[0]):
+      return
+    step, loss = self._first_bad.tolist()
+    good = last_good_checkpoint(self.workdir, self.task)
+    raise TrainingError(f'non-finite loss ({loss}) at step {int(step)}; last good checkpoint: '
+                        f"{good or 'none'} (lower optim.lr or raise optim.warmup)")
 
   def _update_resampler(self) -> None:
     """Record this step's L_t values of every rank (rank order) in the t sampler, so that
@@ -304,9 +327,12 @@ class Trainer:
     self._resampler().update(t.cpu(), values.cpu())
 
   def stop_requested(self, local: bool) -> bool:
-    """Whether any rank received a stop signal (all ranks must stop at the same step)."""
+    """Whether any rank received a stop signal (all ranks must stop at the same step). With
+    several ranks this is agreed every training.log_freq steps (a collective and a host sync)."""
     if not self.dist.enabled:
       return local
+    if self.step % self.config.training.log_freq:
+      return False
     flag = torch.tensor([1.0 if local else 0.0], device=self.device)
     return bool(distributed.mean_over_ranks(flag, self.dist).item() > 0)
 

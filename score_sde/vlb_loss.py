@@ -48,11 +48,10 @@ class TimestepResampler:
     return w * (1 - self.uniform_prob) + self.uniform_prob / self.n
 
   def draw(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    p = self.probabilities()
+    p = self.probabilities().to(u.device)   # a host-to-device copy, no sync
     cdf = torch.cumsum(p, 0)
-    t = torch.searchsorted(cdf, u.detach().double().cpu().clamp(0, 1 - 1e-12) * cdf[-1]).clamp(max=self.n - 1)
-    weight = 1.0 / (self.n * p[t])
-    return t.to(u.device), weight.to(u.device, torch.float32)
+    t = torch.searchsorted(cdf, u.detach().double().clamp(0, 1 - 1e-12) * cdf[-1]).clamp(max=self.n - 1)
+    return t, (1.0 / (self.n * p[t])).float()
 
   def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
     for ti, li in zip(t.tolist(), losses.detach().double().cpu().tolist()):
@@ -94,7 +93,7 @@ def get_vlb_loss_fn(sde: SDE, kind: str, *, learn_sigma: bool, vlb_weight: float
       k, weight = resampler.draw(u)
     else:
       k, weight = torch.clamp(torch.floor(u.double() * table.K), max=table.K - 1).long(), torch.ones_like(u)
-    t = torch.tensor([table.time(i) for i in k.tolist()], device=x0.device, dtype=torch.float32)
+    t = sde.time_of_index(torch.as_tensor(table.tau, device=x0.device)[k]).float()
     alpha, sigma = table.kernel(k, x0)
     z = z.to(x0)
     xt = bcast(alpha, x0) * x0 + bcast(sigma, x0) * z

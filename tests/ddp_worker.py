@@ -29,7 +29,7 @@ def main(out_dir: str, steps: int, grad_accum: int) -> None:
   config.runtime.device = 'cpu'
   trainer = Trainer(config, os.path.join(out_dir, 'workdir'))
   init = [p.detach().clone() for p in trainer.params]
-  losses = [trainer.train_step()['loss'] for _ in range(steps)]
+  losses = [float(trainer.train_step()['loss']) for _ in range(steps)]
   state = {'params': [p.detach().clone() for p in trainer.params],
            'ema': [p.clone() for p in trainer.ema.shadow_params], 'losses': torch.tensor(losses),
            'init': init}
