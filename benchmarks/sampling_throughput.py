@@ -3,10 +3,12 @@
 Builds `score_sde.models.create_model(config, sde)` from a config file (default
 configs/vp_cifar.py; random weights unless --checkpoint), then measures images/s at batch
 `--batch` (128) for 1000-step PC (reverse diffusion + Langevin) and for each fast solver at
-its recommended NFE, and ms per likelihood evaluation (PF-ODE + Hutchinson, dopri5), with
-optional bf16 autocast and torch.compile. CUDA is required.
+its recommended NFE, and the likelihood (PF-ODE + Hutchinson, dopri5) in ms per function
+evaluation (one network forward plus one vector-Jacobian product) and per image, with
+optional bf16 autocast and torch.compile. CUDA unless --quick (a CPU smoke run of a tiny net).
 
   python benchmarks/sampling_throughput.py --config configs/vp_cifar.py [--bf16] [--compile]
+  python benchmarks/sampling_throughput.py --quick
 """
 from __future__ import annotations
 
@@ -43,7 +45,12 @@ def parse_args(argv=None):
   p.add_argument('--solvers', nargs='*', default=list(RUNS), help='subset of: ' + ', '.join(RUNS))
   p.add_argument('--likelihood-batch', type=int, default=128)
   p.add_argument('--repeats', type=int, default=1)
-  return p.parse_args(argv)
+  p.add_argument('--quick', action='store_true', help='CPU smoke run: tiny network, batch 2, few solvers')
+  args = p.parse_args(argv)
+  if args.quick:
+    args.batch = args.likelihood_batch = 2
+    args.solvers = ['ddim 100', 'dpm++ 3M 20']
+  return args
 
 
 def load_config(path: str):
@@ -58,6 +65,9 @@ def build_score_fn(args, device):
   from score_sde.models import create_model, load_checkpoint
   from score_sde.sdes import get_sde
   config = load_config(args.config)
+  if args.quick:
+    config.model.nf, config.model.ch_mult, config.model.num_res_blocks = 32, (1, 2), 1
+    config.model.attn_resolutions, config.data.image_size = (8,), 16
   sde = get_sde(config)
   if args.checkpoint:
     model = load_checkpoint(args.checkpoint, config, device=device, sde=sde)
@@ -67,28 +77,33 @@ def build_score_fn(args, device):
   net = torch.compile(model) if args.compile else model
 
   def score_fn(x, t):
-    with torch.autocast('cuda', dtype=torch.bfloat16, enabled=args.bf16):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
       return net(x, t).float()
   shape = (config.data.num_channels, config.data.image_size, config.data.image_size)
   return sde, score_fn, shape
 
 
+def _sync():
+  if torch.cuda.is_available():
+    torch.cuda.synchronize()
+
+
 def timed(fn, repeats: int):
-  torch.cuda.synchronize()
+  _sync()
   t0 = time.perf_counter()
   for _ in range(repeats):
     out = fn()
-  torch.cuda.synchronize()
+  _sync()
   return out, (time.perf_counter() - t0) / repeats
 
 
 def main(argv=None):
   args = parse_args(argv)
-  if not torch.cuda.is_available():
-    sys.exit('sampling_throughput.py needs a CUDA GPU (none found); nothing measured.')
+  if not torch.cuda.is_available() and not args.quick:
+    sys.exit('sampling_throughput.py needs a CUDA GPU (none found; --quick runs a CPU smoke test)')
   from score_sde.likelihood import log_likelihood
   from score_sde.sampling import sample
-  device = torch.device('cuda')
+  device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   torch.backends.cuda.matmul.allow_tf32 = True
   torch.backends.cudnn.allow_tf32 = True
   sde, score_fn, shape = build_score_fn(args, device)
@@ -103,7 +118,8 @@ def main(argv=None):
     print(f'| {name} | {res.nfe} | {args.batch / sec:.1f} | {sec:.2f} |', flush=True)
   x = torch.rand(args.likelihood_batch, *shape, device=device, generator=gen) * 2 - 1
   res, sec = timed(lambda: log_likelihood(sde, score_fn, x, generator=gen), args.repeats)
-  print(f'likelihood (dopri5, Hutchinson): {1e3 * sec:.1f} ms per batch of {args.likelihood_batch}, '
+  print(f'likelihood (dopri5, Hutchinson, batch {args.likelihood_batch}): {res.nfe} function '
+        f'evaluations, {1e3 * sec / res.nfe:.1f} ms per evaluation, {1e3 * sec:.0f} ms per batch, '
         f'{1e3 * sec / args.likelihood_batch:.2f} ms per image')
 
 
