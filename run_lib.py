@@ -32,6 +32,12 @@ def check_config(config) -> None:
   config_check.validate(config)
 
 
+def _grid_cache_in(config, workdir: str) -> None:
+  """Optimized time grids are cached in <workdir>/grids unless sampling.grid_cache_dir is set."""
+  if config.sampling.grid == 'optimized' and not config.sampling.grid_cache_dir:
+    config.sampling.grid_cache_dir = os.path.join(workdir, 'grids')
+
+
 def train(config, workdir: str, task: str = 'score') -> dict:
   """Train (resuming from the newest checkpoint) until config.training.n_iters, on one process
   or under torchrun (DDP; rank 0 logs and writes checkpoints and samples). `task` 'classifier'
@@ -134,6 +140,7 @@ def _snapshot_samples(config, trainer: Trainer) -> np.ndarray:
 def sample(config, workdir: str, solver: str | None = None, checkpoint: str = '') -> str:
   """Sample config.sampling.num_samples; write samples/<solver>_<step>.png and .npz."""
   ensure_writable(os.path.join(workdir, 'samples'), 'samples')
+  _grid_cache_in(config, workdir)
   model, path = load_eval_model(config, workdir, checkpoint)
   solver = (solver or config.sampling.method).lower()
   bar = lambda it: tqdm.tqdm(it, desc=f'sample ({solver})', leave=False, dynamic_ncols=True)
@@ -243,6 +250,7 @@ def evaluate(config, workdir: str, solver: str | None = None, checkpoint: str = 
   the test-split bits/dim when eval.enable_bpd; a JSON report per checkpoint and TensorBoard
   scalars under eval/."""
   from torch.utils.tensorboard import SummaryWriter
+  _grid_cache_in(config, workdir)
   from score_sde.data.loader import mix_seed
   from score_sde.evaluation import loop
   e = config.eval

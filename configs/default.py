@@ -51,7 +51,11 @@ def _sampling():
   s.atol = 1e-5
   s.eta = 0.0                     # ddim
   s.order = 2                     # dpm_solver
-  s.grid = 'logsnr'               # dpm_solver: logsnr | time_uniform | karras
+  s.grid = 'logsnr'               # dpm_solver, unipc: logsnr | time_uniform | karras | optimized
+                                  # (tuned on the model's own PF-ODE; score_sde.sampling.optimized_grid)
+  s.grid_pilot_batch = 64         # optimized grid: prior draws it is tuned on
+  s.grid_max_knots = 16           # optimized grid: knots of its log-SNR warp (tuning cost grows with it)
+  s.grid_cache_dir = ''           # optimized grid: JSON cache folder ('' = memory only)
   s.multistep = True              # dpm_solver
   s.unipc_variant = 'bh2'         # unipc: bh1 | bh2 (order and grid as dpm_solver)
   s.variance = 'auto'             # ddpm: auto (learned if the model has it, else small) |

@@ -72,6 +72,23 @@ def solver_kwargs(config, solver: str) -> dict:
   return {k: v for k, v in values.items() if k in allowed}
 
 
+def optimized_times(config, model, solver: str, kwargs: dict, classifier, device) -> list[float]:
+  """The optimized grid (`sampling.grid = 'optimized'`) of `solver` for this model and guidance,
+  tuned on `sampling.grid_pilot_batch` prior draws (labels as `labels_for`) and cached per model
+  fingerprint in memory and in `sampling.grid_cache_dir` (if set)."""
+  from score_sde.sampling.optimized_grid import GridTuning, model_fingerprint, optimized_grid
+  s = config.sampling
+  pilot = s.grid_pilot_batch
+  score = guided_score_fn(config, model, labels_for(config, pilot, device), classifier)
+  modules = [model] + ([classifier] if classifier is not None else [])
+  key = model_fingerprint(*modules, extra=f'w={s.guidance_scale},c={s.classifier_scale},y={s.label}')
+  tuning = GridTuning(key=key, cache_dir=s.grid_cache_dir or None, pilot_batch=pilot,
+                      max_knots=s.grid_max_knots)
+  with autocast(config, device):
+    return optimized_grid(model.sde, score, solver, s.steps or 20, s.eps, data_shape(config),
+                          options=kwargs, tuning=tuning, device=device)
+
+
 def labels_for(config, num_samples: int, device):
   """Class labels for conditional sampling or classifier guidance: config.sampling.label, or
   one grid row per class."""
@@ -139,6 +156,9 @@ def generate(config, model, num_samples: int, solver: str | None = None, progres
   out, nfe = [], 0
   try:
     kwargs = solver_kwargs(config, solver)
+    if kwargs.get('grid') == 'optimized':
+      kwargs = {**kwargs, 'grid': 'logsnr',
+                'ts': optimized_times(config, model, solver, kwargs, classifier, device)}
     for start in range(0, num_samples, s.batch_size):
       b = min(s.batch_size, num_samples - start)
       y = None if labels is None else labels[start:start + b]

@@ -13,11 +13,15 @@ from score_sde.sampling import sample
 from score_sde.sdes import SubVPSDE, VPSDE
 from score_sde.vlb import discretized_gaussian_log_likelihood, variational_bound
 
-torch.set_default_dtype(torch.float64)
 
 
-def teardown_module():
-  torch.set_default_dtype(torch.float32)
+@pytest.fixture(autouse=True)
+def float64():
+  """These closed-form checks run in float64 (restored afterwards for the other test files)."""
+  old = torch.get_default_dtype()
+  torch.set_default_dtype(torch.float64)
+  yield
+  torch.set_default_dtype(old)
 
 
 def _kernel(sde, t):

@@ -14,6 +14,8 @@ from score_sde.sampling.ddim import ddim_sample, ddpm_sample
 from score_sde.sampling.dpm_solver import dpm_solver_sample
 from score_sde.sampling.heun import edm_sample
 from score_sde.sampling.ode import ode_sample
+from score_sde.sampling import optimized_grid as _optimized  # the module keeps its name
+from score_sde.sampling.optimized_grid import TUNABLE, GridTuning
 from score_sde.sampling.pc import CORRECTORS, PREDICTORS, pc_sample
 from score_sde.sampling.sde_solver import sde_sample
 from score_sde.sampling.unipc import unipc_sample
@@ -31,7 +33,9 @@ SOLVERS = {
 }
 
 _COMMON = ('steps', 'eps', 'denoise', 'generator', 'progress')
-WITH_CALLBACK = ('dpm_solver', 'unipc')  # solvers that take callback(i, t, x, denoised)
+# solvers that take callback(i, t, x, denoised); all but ddpm / ddim (which run on their chain's
+# strided table indices) also take explicit times ts
+WITH_CALLBACK = ('dpm_solver', 'unipc', 'heun', 'pc', 'sde', 'ode', 'ddpm', 'ddim')
 
 
 def solver_options(solver: str) -> tuple[str, ...]:
@@ -43,7 +47,8 @@ def solver_options(solver: str) -> tuple[str, ...]:
 def sample(sde: SDE, score_fn, shape, solver: str = 'pc', *, steps: int | None = None,
            generator: torch.Generator | None = None, device=None, eps: float = 1e-3,
            denoise: bool = True, x_init: torch.Tensor | None = None, progress=None,
-           return_trajectory: bool = False, **options) -> SampleResult:
+           return_trajectory: bool = False, grid_tuning: GridTuning | None = None,
+           **options) -> SampleResult:
   """Draw samples by integrating the reverse SDE / probability-flow ODE from T to eps.
 
   Args:
@@ -60,6 +65,10 @@ def sample(sde: SDE, score_fn, shape, solver: str = 'pc', *, steps: int | None =
     progress: optional wrapper such as `tqdm.tqdm` for step loops.
     return_trajectory: keep the state after every step in `.trajectory` (solvers in
       WITH_CALLBACK, which also take `callback(i, t, x, denoised)` and explicit times `ts`).
+    grid_tuning: how `grid='optimized'` (dpm_solver, unipc) is tuned and cached (cache key,
+      JSON cache folder, pilot batch; see `score_sde.sampling.optimized_grid`). The tuning
+      runs `score_fn` on its own pilot batch, outside the NFE count; a score_fn bound to
+      per-sample labels needs ts=optimized_grid(...) computed with a pilot-sized one instead.
     options: solver-specific keywords (see `solver_options(solver)`).
   Returns:
     SampleResult with `.x` `[B, ...]`, `.nfe` and `.trajectory` (a list, or None).
@@ -73,6 +82,11 @@ def sample(sde: SDE, score_fn, shape, solver: str = 'pc', *, steps: int | None =
   else:
     device = device or (generator.device if generator is not None else 'cpu')
     x = sde.prior_sampling(tuple(shape), generator, device).to(device)
+  if options.get('grid') == 'optimized' and options.get('ts') is None and key in TUNABLE:
+    with torch.no_grad():
+      ts = _optimized.optimized_grid(sde, score_fn, key, steps or 20, eps, tuple(x.shape[1:]),
+                                     options=options, tuning=grid_tuning, device=x.device, dtype=x.dtype)
+    options = {**options, 'grid': 'logsnr', 'ts': ts}
   trajectory = None
   if return_trajectory:
     if key not in WITH_CALLBACK:
@@ -91,4 +105,4 @@ def sample(sde: SDE, score_fn, shape, solver: str = 'pc', *, steps: int | None =
   return SampleResult(x=x, nfe=counter.nfe, trajectory=trajectory)
 
 
-__all__ = ['sample', 'SampleResult', 'SOLVERS', 'PREDICTORS', 'CORRECTORS', 'solver_options']
+__all__ = ['sample', 'SampleResult', 'SOLVERS', 'PREDICTORS', 'CORRECTORS', 'solver_options', 'GridTuning']

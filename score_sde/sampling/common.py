@@ -1,4 +1,5 @@
-"""Pieces every solver shares: NFE counting, the Tweedie denoising step and time grids."""
+"""Pieces every solver shares: NFE counting, the Tweedie denoising step, the latest x0
+prediction for callbacks, time grids and the checks of explicit times and options."""
 from __future__ import annotations
 
 import dataclasses
@@ -43,6 +44,26 @@ class CountingScore:
     return counted
 
 
+class LatestX0:
+  """Wraps `score_fn(x, t)` and keeps its latest call, so that a callback can be handed the
+  x0 prediction (x + sigma^2 s)/alpha `[B, ...]` of that call at no extra evaluation."""
+
+  def __init__(self, sde: SDE, score_fn):
+    self.sde, self.score_fn, self._last = sde, score_fn, None
+
+  def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    score = self.score_fn(x, t)
+    self._last = (x, t, score)
+    return score
+
+  def denoised(self) -> torch.Tensor | None:
+    """The x0 prediction of the latest call (None before the first)."""
+    if self._last is None:
+      return None
+    x, t, score = self._last
+    return x0_from_score(x, score, self.sde.mean_coeff(t), self.sde.marginal_std(t))
+
+
 def tweedie_denoise(sde: SDE, score_fn, x: torch.Tensor, t: float) -> torch.Tensor:
   """E[x_0 | x_t] = (x + sigma(t)^2 s(x, t)) / alpha(t) (Tweedie's formula; Efron 2011).
 
@@ -56,6 +77,17 @@ def tweedie_denoise(sde: SDE, score_fn, x: torch.Tensor, t: float) -> torch.Tens
 def uniform_time_grid(sde: SDE, steps: int, eps: float, device) -> torch.Tensor:
   """`steps` times equally spaced from T down to eps (inclusive): score_sde's PC grid."""
   return torch.linspace(sde.T, eps, steps, device=device)
+
+
+def check_times(sde: SDE, ts, allow_zero_end: bool = False) -> list[float]:
+  """Explicit times `ts` (a sequence or a 1-D tensor) as a list of floats: at least 2, strictly
+  decreasing, within (0, T] (the last may be 0 if `allow_zero_end`); a ValueError otherwise."""
+  ts = [float(t) for t in (ts.tolist() if torch.is_tensor(ts) else ts)]
+  bad_end = len(ts) < 2 or ts[0] > sde.T or (ts[-1] < 0 if allow_zero_end else ts[-1] <= 0)
+  if bad_end or any(b >= a for a, b in zip(ts, ts[1:])):
+    span = '[0' if allow_zero_end else '(0'
+    raise ValueError(f'ts must be at least 2 strictly decreasing times in {span}, {sde.T}], got {ts[:5]}...')
+  return ts
 
 
 def check_options(solver: str, options: dict, allowed) -> None:

@@ -102,7 +102,7 @@ def ddpm_step(x: torch.Tensor, eps: torch.Tensor, k_t: tuple, k_s: tuple, varian
 
 def _run(sde: SDE, score_fn, x, steps, progress, update, callback=None, learned=False):
   """Shared loop over the strided table from its last index down to the data (index -1);
-  `update(x, eps, v, k_t, k_s)`; callback(i, t, x, x0 prediction) after step i."""
+  `update(x, eps, v, k_t, k_s)`; callback(i, t, x, x0 prediction) after step i (1..steps)."""
   tau = leading_indices(sde.N, steps or sde.N)
   alphas, sigmas = sde.discrete_kernel(torch.tensor(tau + [-1]))
   kern = {i: (float(a), float(s)) for i, a, s in zip(tau + [-1], alphas, sigmas)}
@@ -115,7 +115,7 @@ def _run(sde: SDE, score_fn, x, steps, progress, update, callback=None, learned=
     x_new = update(x, eps, v, kern[i], kern[s])
     if callback is not None:
       t_s = sde.time_of_index(s) if s >= 0 else 0.0
-      callback(n, t_s, x_new, cv.x0_from_eps(x, eps, *kern[i]))
+      callback(n + 1, t_s, x_new, cv.x0_from_eps(x, eps, *kern[i]))
     x = x_new
   return x
 

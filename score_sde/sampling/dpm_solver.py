@@ -106,7 +106,7 @@ def dpm_solver_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None 
       ms = (ms + [_data_pred(sde, score_fn, x, ts[i])])[-3:]
     if callback is not None:
       callback(i, ts[i], x, ms[-1] if i < steps else None)
-  return tweedie_denoise(sde, score_fn, x, eps) if denoise else x
+  return tweedie_denoise(sde, score_fn, x, ts[-1]) if denoise else x
 
 
 __all__ = ['dpm_solver_sample', 'time_grid', 'multistep_update', 'singlestep_update', 'GRIDS']

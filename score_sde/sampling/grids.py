@@ -1,12 +1,14 @@
 """Time grids of the exponential-integrator solvers (dpm_solver, unipc): named grids from T
 down to eps (uniform in t, uniform in the half log-SNR lambda = log(alpha/sigma), or the Karras
-rho = 7 grid of sigma_e = exp(-lambda); Karras et al. 2022, Eq. 5) or explicit times."""
+rho = 7 grid of sigma_e = exp(-lambda); Karras et al. 2022, Eq. 5) or explicit times. The
+model-tuned grid='optimized' lives in `optimized_grid` (resolved by `sampling.sample`)."""
 from __future__ import annotations
 
 import math
 
 import torch
 
+from score_sde.sampling.common import check_times
 from score_sde.sampling.heun import karras_sigmas
 from score_sde.sdes import SDE
 
@@ -45,14 +47,14 @@ def time_grid(sde: SDE, steps: int, eps: float, grid: str) -> list[float]:
 
 
 def resolve_grid(sde: SDE, steps: int, eps: float, grid: str, ts=None) -> list[float]:
-  """`ts` as a list of floats (strictly decreasing, within [0, T], at least 2), or the named
+  """`ts` as a list of floats (strictly decreasing, within (0, T], at least 2), or the named
   `grid` of `steps` intervals from T to eps."""
   if ts is None:
+    if grid == 'optimized':
+      raise ValueError("grid='optimized' needs the model: use score_sde.sampling.sample (which tunes "
+                       'and caches it), or pass ts=optimized_grid(...) from score_sde.sampling.optimized_grid')
     return time_grid(sde, steps, eps, grid)
-  ts = [float(t) for t in (ts.tolist() if torch.is_tensor(ts) else ts)]
-  if len(ts) < 2 or any(b >= a for a, b in zip(ts, ts[1:])) or ts[0] > sde.T or ts[-1] <= 0:
-    raise ValueError(f'ts must be at least 2 strictly decreasing times in (0, {sde.T}], got {ts[:5]}...')
-  return ts
+  return check_times(sde, ts)
 
 
-__all__ = ['GRIDS', 'Schedule', 'time_grid', 'resolve_grid']
+__all__ = ['GRIDS', 'Schedule', 'time_grid', 'resolve_grid', 'check_times']

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from score_sde.sampling.common import tweedie_denoise
+from score_sde.sampling.common import check_times, tweedie_denoise
 from score_sde.sdes import SDE
 from score_sde.utils import randn_like
 
@@ -49,21 +49,36 @@ class EDMDenoiser:
     return tweedie_denoise(self.sde, self.score_fn, _alpha(self.sde, t) * x_hat, t)
 
 
+def heun_grid(sde: SDE, steps: int, eps: float, rho: float = 7.0) -> list[float]:
+  """The `steps + 1` times of `edm_sample`'s default grid: Karras et al. Eq. 5 in sigma_e from
+  sigma_e(T) down to sigma_e(eps), mapped back to t (the ends are exactly T and eps)."""
+  sig = karras_sigmas(sigma_edm(sde, eps), sigma_edm(sde, sde.T), steps, rho)
+  return [sde.T] + [time_of_sigma(sde, s) for s in sig[1:-1]] + [eps]
+
+
 def edm_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, eps: float = 1e-3,
                denoise: bool = True, generator=None, rho: float = 7.0, s_churn: float = 0.0,
                s_tmin: float = 0.0, s_tmax: float = float('inf'), s_noise: float = 1.0,
-               progress=None) -> torch.Tensor:
+               ts=None, callback=None, progress=None) -> torch.Tensor:
   """Karras et al. 2022 Alg. 2 (Alg. 1 when s_churn = 0) from x_T `[B, ...]` at t = T.
 
-  `steps` (default 18) intervals of the rho-grid from sigma_e(T) to sigma_e(eps): Heun on all
-  but the last, Euler on the last (NFE = 2 steps - 1), then Tweedie to sigma = 0 if `denoise`.
-  Churn: gamma = min(s_churn/steps, sqrt(2) - 1) for s_tmin <= sigma_e <= s_tmax (in sigma_e
-  units); the added noise is drawn from `generator`. Returns x at t = 0 (or eps) `[B, ...]`.
+  `steps` (default 18) intervals of the rho-grid from sigma_e(T) to sigma_e(eps) (`heun_grid`),
+  or explicit decreasing times `ts` (x is at ts[0]): Heun on all but the last, Euler on the
+  last (NFE = 2 steps - 1), then Tweedie at ts[-1] if `denoise`. Churn: gamma =
+  min(s_churn/steps, sqrt(2) - 1) for s_tmin <= sigma_e <= s_tmax (in sigma_e units); the added
+  noise is drawn from `generator`. `callback(i, t, x, denoised)` after step i (1..steps) with
+  x `[B, ...]` at t and the denoiser's output D at the step's start (k-diffusion's convention).
+  Returns x at t = 0 (or ts[-1]) `[B, ...]`.
   """
-  steps = steps or 18
+  if ts is None:  # the named grid straight from Eq. 5 (no round trip through t)
+    sig = karras_sigmas(sigma_edm(sde, eps), sigma_edm(sde, sde.T), steps or 18, rho)
+    ts = [sde.T] + [time_of_sigma(sde, s) for s in sig[1:-1]] + [eps]
+  else:
+    ts = check_times(sde, ts)
+    sig = [sigma_edm(sde, t) for t in ts]
+  steps = len(ts) - 1
   denoiser = EDMDenoiser(sde, score_fn)
-  sig = karras_sigmas(sigma_edm(sde, eps), sigma_edm(sde, sde.T), steps, rho)
-  x_hat = x / _alpha(sde, sde.T)
+  x_hat = x / _alpha(sde, ts[0])
   idx = range(steps)
   for i in (progress(idx) if progress else idx):
     s_cur, s_next = sig[i], sig[i + 1]
@@ -72,14 +87,17 @@ def edm_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None,
       s_hat = s_cur * (1 + gamma)
       x_hat = x_hat + math.sqrt(s_hat ** 2 - s_cur ** 2) * s_noise * randn_like(x_hat, generator)
       s_cur = s_hat
-    d_cur = (x_hat - denoiser(x_hat, s_cur)) / s_cur  # Euler step (Alg. 1 lines 4-5)
+    denoised = denoiser(x_hat, s_cur)
+    d_cur = (x_hat - denoised) / s_cur  # Euler step (Alg. 1 lines 4-5)
     x_next = x_hat + (s_next - s_cur) * d_cur
     if i < steps - 1:  # 2nd-order correction (Alg. 1 lines 6-8)
       d_next = (x_next - denoiser(x_next, s_next)) / s_next
       x_next = x_hat + (s_next - s_cur) * (0.5 * d_cur + 0.5 * d_next)
     x_hat = x_next
-  x = _alpha(sde, eps) * x_hat
-  return tweedie_denoise(sde, score_fn, x, eps) if denoise else x
+    if callback is not None:
+      callback(i + 1, ts[i + 1], _alpha(sde, ts[i + 1]) * x_hat, denoised)
+  x = _alpha(sde, ts[-1]) * x_hat
+  return tweedie_denoise(sde, score_fn, x, ts[-1]) if denoise else x
 
 
-__all__ = ['edm_sample', 'karras_sigmas', 'EDMDenoiser', 'sigma_edm', 'time_of_sigma']
+__all__ = ['edm_sample', 'heun_grid', 'karras_sigmas', 'EDMDenoiser', 'sigma_edm', 'time_of_sigma']

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from score_sde.sampling.common import tweedie_denoise
+from score_sde.sampling.common import check_times, tweedie_denoise
 from score_sde.sdes import SDE
 from score_sde.utils import full_t
 
@@ -22,7 +22,8 @@ def probability_flow_drift(sde: SDE, score_fn):
   return lambda x, t: rsde.sde(x, t)[0]
 
 
-def _solve_scipy(drift, x, t0, t1, rtol, atol):
+def _solve_scipy(drift, x, ts, rtol, atol):
+  """scipy RK45 from ts[0] through the times ts; the states at ts[1:], each shaped as x."""
   shape, device, dtype = x.shape, x.device, x.dtype
 
   def fun(t, y):
@@ -30,30 +31,42 @@ def _solve_scipy(drift, x, t0, t1, rtol, atol):
     return drift(xt, full_t(t, shape[0], xt)).reshape(-1).cpu().double().numpy()
 
   from scipy import integrate
-  sol = integrate.solve_ivp(fun, (t0, t1), x.reshape(-1).cpu().double().numpy(),
-                            rtol=rtol, atol=atol, method='RK45')
+  sol = integrate.solve_ivp(fun, (ts[0], ts[-1]), x.reshape(-1).cpu().double().numpy(),
+                            rtol=rtol, atol=atol, method='RK45', t_eval=ts[1:] if len(ts) > 2 else None)
   if not sol.success:
     raise RuntimeError(f'scipy RK45 failed: {sol.message}')
-  return torch.as_tensor(sol.y[:, -1], dtype=dtype, device=device).reshape(shape)
+  cols = range(sol.y.shape[1]) if len(ts) > 2 else [-1]
+  return [torch.as_tensor(sol.y[:, k], dtype=dtype, device=device).reshape(shape) for k in cols]
 
 
-def ode_integrate(drift, x: torch.Tensor, t0: float, t1: float, *, method='dopri5',
-                  rtol=1e-5, atol=1e-5, steps: int | None = None) -> torch.Tensor:
-  """Integrate dx/dt = drift(x, t) from t0 to t1 and return x(t1) (same shape as x)."""
+def ode_trajectory(drift, x: torch.Tensor, ts, *, method='dopri5', rtol=1e-5, atol=1e-5) -> list:
+  """Integrate dx/dt = drift(x, t) from ts[0] through the times ts (floats, monotone): the
+  states `[B, ...]` at ts[1:]. Fixed-step methods take one step per interval of ts; adaptive
+  ones step exactly onto every time of ts (no evaluation past the end)."""
   method = method.lower()
+  ts = [float(t) for t in ts]
   if method == 'rk45':
-    return _solve_scipy(drift, x, t0, t1, rtol, atol)
+    return _solve_scipy(drift, x, ts, rtol, atol)
   if method not in FIXED_STEP_METHODS + ADAPTIVE_METHODS:
     raise ValueError(f"unknown ODE method '{method}'; choose one of: rk45, "
                      f"{', '.join(ADAPTIVE_METHODS + FIXED_STEP_METHODS)}")
   import torchdiffeq
   func = lambda t, y: drift(y, full_t(t, y.shape[0], y))
+  tt = torch.tensor(ts, device=x.device, dtype=x.dtype)
   if method in FIXED_STEP_METHODS:
-    ts = torch.linspace(t0, t1, (steps or 100) + 1, device=x.device, dtype=x.dtype)
-    return torchdiffeq.odeint(func, x, ts, method=method)[-1]
-  ts = torch.tensor([t0, t1], device=x.device, dtype=x.dtype)
-  return torchdiffeq.odeint(func, x, ts, rtol=rtol, atol=atol, method=method,
-                            options=no_overshoot(ts))[-1]
+    return list(torchdiffeq.odeint(func, x, tt, method=method)[1:])
+  return list(torchdiffeq.odeint(func, x, tt, rtol=rtol, atol=atol, method=method,
+                                 options=no_overshoot(tt))[1:])
+
+
+def ode_integrate(drift, x: torch.Tensor, t0: float, t1: float, *, method='dopri5',
+                  rtol=1e-5, atol=1e-5, steps: int | None = None) -> torch.Tensor:
+  """Integrate dx/dt = drift(x, t) from t0 to t1 and return x(t1) (same shape as x); fixed-step
+  methods take `steps` (default 100) uniform steps."""
+  ts = [t0, t1]
+  if method.lower() in FIXED_STEP_METHODS:
+    ts = torch.linspace(t0, t1, (steps or 100) + 1, dtype=x.dtype).tolist()
+  return ode_trajectory(drift, x, ts, method=method, rtol=rtol, atol=atol)[-1]
 
 
 def no_overshoot(ts: torch.Tensor) -> dict:
@@ -64,12 +77,22 @@ def no_overshoot(ts: torch.Tensor) -> dict:
 
 def ode_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, eps: float = 1e-3,
                denoise: bool = True, generator=None, method: str = 'dopri5', rtol: float = 1e-5,
-               atol: float = 1e-5, progress=None) -> torch.Tensor:
+               atol: float = 1e-5, ts=None, callback=None, progress=None) -> torch.Tensor:
   """Sample by integrating the PF-ODE from x ~ p_T `[B, ...]` at T to eps, then (if
-  `denoise`) one Tweedie step. `steps` applies to fixed-step methods only."""
-  x = ode_integrate(probability_flow_drift(sde, score_fn), x, sde.T, eps, method=method,
-                    rtol=rtol, atol=atol, steps=steps)
-  return tweedie_denoise(sde, score_fn, x, eps) if denoise else x
+  `denoise`) one Tweedie step at the final time. `steps` (default 100) applies to fixed-step
+  methods only. `ts`: explicit decreasing times (x is at ts[0]): the step times of a fixed-step
+  method; for adaptive methods (and rk45) the times at which the trajectory is recorded.
+  `callback(i, t, x, denoised)` is called after the solve (the solvers have no step hook) for
+  every recorded time ts[i], i >= 1 (adaptive without ts: once, at eps), with denoised None.
+  """
+  if ts is None:
+    fixed = method.lower() in FIXED_STEP_METHODS
+    ts = torch.linspace(sde.T, eps, (steps or 100) + 1, dtype=x.dtype).tolist() if fixed else [sde.T, eps]
+  ts = check_times(sde, ts)
+  states = ode_trajectory(probability_flow_drift(sde, score_fn), x, ts, method=method, rtol=rtol, atol=atol)
+  for i, state in enumerate(states if callback is not None else ()):
+    callback(i + 1, ts[i + 1], state, None)
+  return tweedie_denoise(sde, score_fn, states[-1], ts[-1]) if denoise else states[-1]
 
 
-__all__ = ['ode_sample', 'ode_integrate', 'probability_flow_drift']
+__all__ = ['ode_sample', 'ode_integrate', 'ode_trajectory', 'probability_flow_drift']

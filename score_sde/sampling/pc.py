@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from score_sde.sampling.common import LatestX0, check_times
 from score_sde.sdes import SDE
 from score_sde.utils import batch_norm2, bcast, full_t, randn_like
 
@@ -134,16 +135,26 @@ def _lookup(table: dict, name: str, kind: str):
   return table[key]
 
 
-def build_pc(sde: SDE, score_fn, steps: int, eps: float, predictor: str, corrector: str,
-             snr: float, n_steps: int, probability_flow: bool = False):
-  """(predict, correct, times) for `steps` PC steps on the grid linspace(T, eps, steps) + [0].
+def pc_grid(sde: SDE, steps: int, eps: float) -> list[float]:
+  """score_sde's PC grid: linspace(T, eps, steps) then 0 (the last predictor step), steps + 1 times."""
+  return torch.linspace(sde.T, eps, steps, dtype=torch.float64).tolist() + [0.0]
 
-  With steps = sde.N the predictor and the corrector's alpha_i use the SDE's own discrete
-  chain, exactly as score_sde; otherwise the exact Gaussian step over each grid interval, so
-  that any step count gives a valid chain (an N-step DDPM table with N < beta_max has beta > 1).
+
+def build_pc(sde: SDE, score_fn, steps: int, eps: float, predictor: str, corrector: str,
+             snr: float, n_steps: int, probability_flow: bool = False, ts=None):
+  """(predict, correct, times) for `steps` PC steps on `pc_grid`, or on explicit times `ts`.
+
+  With steps = sde.N on the named grid the predictor and the corrector's alpha_i use the SDE's
+  own discrete chain, exactly as score_sde; otherwise the exact Gaussian step over each grid
+  interval, so that any step count gives a valid chain (an N-step DDPM table with N < beta_max
+  has beta > 1). Explicit `ts` equal to `pc_grid` (to 1e-12) are treated as the named grid.
   """
-  on_chain = steps == sde.N
-  times = torch.linspace(sde.T, eps, steps, dtype=torch.float64).tolist() + [0.0]
+  times = pc_grid(sde, steps, eps)
+  if ts is not None:
+    ts = check_times(sde, ts, allow_zero_end=True)
+    named = len(ts) == len(times) and max(abs(a - b) for a, b in zip(ts, times)) < 1e-12
+    times, steps = (times if named else ts), len(ts) - 1
+  on_chain = steps == sde.N and times == pc_grid(sde, steps, eps)
   grid_dt = times[0] - times[1] if steps > 1 else sde.T - eps
   predict = _lookup(PREDICTORS, predictor, 'predictor')(sde, score_fn, on_chain, probability_flow)
   correct = _lookup(CORRECTORS, corrector, 'corrector')(sde, score_fn, snr, n_steps, on_chain, grid_dt)
@@ -153,21 +164,29 @@ def build_pc(sde: SDE, score_fn, steps: int, eps: float, predictor: str, correct
 def pc_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, eps: float = 1e-3,
               denoise: bool = True, generator=None, predictor: str = 'reverse_diffusion',
               corrector: str = 'langevin', snr: float = 0.16, n_steps: int = 1,
-              probability_flow: bool = False, progress=None) -> torch.Tensor:
+              probability_flow: bool = False, ts=None, callback=None, progress=None) -> torch.Tensor:
   """Run Alg. 1 of Song et al. 2021 from x ~ p_T `[B, ...]` down to t = eps.
 
   `probability_flow`: the predictor integrates the probability-flow ODE (no noise), as
   score_sde's `sampling.probability_flow`; the corrector is unchanged.
 
+  `ts`: explicit decreasing times (steps + 1 of them, the last may be 0) instead of `pc_grid`:
+  the corrector runs at ts[j], the predictor steps ts[j] -> ts[j + 1]. `callback(i, t, x,
+  denoised)` after predictor step i (1..steps) with x `[B, ...]` at t = ts[i] and the x0
+  prediction of the step's latest score evaluation (None if neither part evaluates it).
+
   Returns the last predictor's noise-free mean if `denoise` (score_sde's "noise_removal"),
   else the last noisy state. `steps` defaults to `sde.N` (see `build_pc` for other counts).
   """
-  steps = steps or sde.N
-  predict, correct, times = build_pc(sde, score_fn, steps, eps, predictor, corrector, snr, n_steps,
-                                     probability_flow)
+  latest = LatestX0(sde, score_fn) if callback is not None else score_fn
+  predict, correct, times = build_pc(sde, latest, steps or sde.N, eps, predictor, corrector, snr,
+                                     n_steps, probability_flow, ts)
+  steps = len(times) - 1
   x_mean = x
   for j in (progress(range(steps)) if progress else range(steps)):
     t = full_t(times[j], x.shape[0], x)
     x, x_mean = correct(x, t, generator)
     x, x_mean = predict(x, t, times[j + 1] - times[j], generator)
+    if callback is not None:
+      callback(j + 1, times[j + 1], x, latest.denoised())
   return x_mean if denoise else x

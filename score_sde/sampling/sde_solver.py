@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from score_sde.sampling.common import tweedie_denoise
+from score_sde.sampling.common import LatestX0, check_times, tweedie_denoise
 from score_sde.sdes import SDE
 from score_sde.utils import full_t
 
@@ -50,30 +50,62 @@ def _entropy(generator) -> int:
 
 def sde_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, eps: float = 1e-3,
                denoise: bool = True, generator=None, method: str = 'euler', adaptive: bool = False,
-               rtol: float = 1e-3, atol: float = 1e-3, progress=None) -> torch.Tensor:
+               rtol: float = 1e-3, atol: float = 1e-3, ts=None, callback=None,
+               progress=None) -> torch.Tensor:
   """Integrate the reverse SDE from x_T `[B, ...]` at T to eps with torchsde `method`
-  (euler, milstein (derivative-free), srk) on `steps` (default N) uniform steps, or with
-  torchsde's adaptive step control (`adaptive`, `rtol`, `atol`; `steps` sets the first dt);
-  then Tweedie to t = 0 if `denoise`. Returns `[B, ...]`."""
+  (euler, milstein (derivative-free), srk) on `steps` (default N) uniform steps, or on explicit
+  decreasing times `ts` (x is at ts[0]; one step per interval), or with torchsde's adaptive step
+  control (`adaptive`, `rtol`, `atol`; `steps` sets the first dt; `ts` are then the output
+  times, at which torchsde interpolates); then Tweedie at ts[-1] if `denoise`.
+  `callback(i, t, x, denoised)` after step i with x `[B, ...]` at t = ts[i] and the x0
+  prediction of the step's score evaluation; adaptive: once per output time after the solve,
+  with denoised None. Returns `[B, ...]`."""
   import torchsde
   method = method.lower()
   if method not in METHODS:
     raise ValueError(f"unknown torchsde method '{method}'; choose one of: {', '.join(METHODS)}")
   steps = steps or sde.N
-  span = sde.T - eps
+  if ts is None:
+    ts = [sde.T, eps] if adaptive else torch.linspace(sde.T, eps, steps + 1, dtype=torch.float64).tolist()
+  ts = check_times(sde, ts)
   y0 = x.reshape(x.shape[0], -1)
-  # float64 times, and a step 1e-10 longer than span/steps: torchsde accumulates t += dt and
-  # clips the last step at t1, so exactly `steps` steps are taken (no round-off extra step)
-  ts = torch.tensor([0.0, span], dtype=torch.float64, device=y0.device)
+  # reversed times s = T - t in float64; the Brownian motion spans all of them
+  ss = [sde.T - t for t in ts]
   bm = torchsde.BrownianInterval(
-      t0=0.0, t1=span, size=y0.shape, dtype=y0.dtype, device=y0.device, entropy=_entropy(generator),
+      t0=ss[0], t1=ss[-1], size=y0.shape, dtype=y0.dtype, device=y0.device, entropy=_entropy(generator),
       levy_area_approximation='space-time' if method == 'srk' else 'none')
-  options = {'grad_free': True} if method == 'milstein' else None
-  ys = torchsde.sdeint(ReversedTimeSDE(sde, score_fn, x.shape), y0, ts, bm=bm, method=method,
-                       dt=span / steps * (1 + 1e-10), adaptive=adaptive, rtol=rtol, atol=atol,
-                       options=options)
-  x = ys[-1].reshape(x.shape)
-  return tweedie_denoise(sde, score_fn, x, eps) if denoise else x
+  latest = LatestX0(sde, score_fn)
+  kwargs = dict(bm=bm, method=method, adaptive=adaptive, rtol=rtol, atol=atol,
+                options={'grad_free': True} if method == 'milstein' else None)
+  rsde = ReversedTimeSDE(sde, latest, x.shape)
+  report = (lambda i, y: callback(i, ts[i], y.reshape(x.shape), latest.denoised())) if callback else None
+  if adaptive:
+    ys = torchsde.sdeint(rsde, y0, torch.tensor(ss, dtype=torch.float64, device=y0.device),
+                         dt=(ss[-1] - ss[0]) / steps, **kwargs)
+    for i in range(1, len(ss) if callback else 0):  # after the solve: torchsde has no step hook
+      callback(i, ts[i], ys[i].reshape(x.shape), None)
+    y = ys[-1]
+  else:
+    y = _fixed_steps(rsde, y0, ss, kwargs, progress, report)
+  x = y.reshape(x.shape)
+  return tweedie_denoise(sde, score_fn, x, ts[-1]) if denoise else x
+
+
+def _fixed_steps(rsde, y, ss, kwargs, progress, report=None):
+  """One torchsde call per interval of the reversed times ss (exactly one step each: dt is the
+  interval, 1e-10 longer so that round-off makes no extra step), `report(i, y)` after step i;
+  returns the last state `[B, D]`."""
+  import torchsde
+  extra = None
+  idx = range(len(ss) - 1)
+  for i in (progress(idx) if progress else idx):
+    pair = torch.tensor(ss[i:i + 2], dtype=torch.float64, device=y.device)
+    ys, extra = torchsde.sdeint(rsde, y, pair, dt=(ss[i + 1] - ss[i]) * (1 + 1e-10), extra=True,
+                                extra_solver_state=extra, **kwargs)
+    y = ys[-1]
+    if report is not None:
+      report(i + 1, y)
+  return y
 
 
 __all__ = ['sde_sample', 'ReversedTimeSDE', 'METHODS']

@@ -101,7 +101,7 @@ def unipc_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = Non
       ms, lams = (ms + [m_t])[-3:], (lams + [lam_t])[-3:]
     if callback is not None:
       callback(i, ts[i], x, m_t)
-  return tweedie_denoise(sde, score_fn, x, eps) if denoise else x
+  return tweedie_denoise(sde, score_fn, x, ts[-1]) if denoise else x
 
 
 __all__ = ['unipc_sample', 'unipc_update', 'VARIANTS']
