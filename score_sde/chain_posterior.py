@@ -38,6 +38,7 @@ class ChainTable:
                        'learned variances need the DDPM table of a VPSDE, or a VESDE)')
     self.sde = sde
     self.tau = leading_indices(sde.N, steps or sde.N)
+    self.tau_index = torch.tensor(self.tau)
     alpha, sigma = sde.discrete_kernel(torch.tensor(self.tau))
     if not (torch.isfinite(alpha).all() and (alpha > 0).all() and (sigma > 0).all()):
       raise ValueError(f'the chain of {type(sde).__name__}(N={sde.N}) is degenerate (a kernel with '
@@ -53,6 +54,14 @@ class ChainTable:
     first = beta_tilde[1:2] if len(beta) > 1 else beta[:1]
     self.log_beta_tilde_clipped = torch.log(torch.cat([first, beta_tilde[1:]]))
 
+  def on(self, name: str, like: torch.Tensor) -> torch.Tensor:
+    """Table `name` in like's device and dtype (copied once per device and dtype)."""
+    cache = self.__dict__.setdefault('_on', {})
+    key = (name, like.device, like.dtype)
+    if key not in cache:
+      cache[key] = getattr(self, name).to(like)
+    return cache[key]
+
   @property
   def K(self) -> int:
     return len(self.tau)
@@ -63,11 +72,11 @@ class ChainTable:
 
   def kernel(self, k: torch.Tensor, like: torch.Tensor):
     """(alpha_k, sigma_k) `[B]` at positions k (long `[B]`), in like's device and dtype."""
-    return self.alphas.to(like)[k], self.sigmas.to(like)[k]
+    return self.on('alphas', like)[k], self.on('sigmas', like)[k]
 
   def posterior_mean(self, k: torch.Tensor, x0: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
     """`[B, ...]` mean of q(x_{k-1} | x_k = xt, x_0 = x0) at positions k (long `[B]`)."""
-    return bcast(self.coef_x0.to(xt)[k], xt) * x0 + bcast(self.coef_xt.to(xt)[k], xt) * xt
+    return bcast(self.on('coef_x0', xt)[k], xt) * x0 + bcast(self.on('coef_xt', xt)[k], xt) * xt
 
   def log_variance(self, k: torch.Tensor, variance: str, v: torch.Tensor | None = None,
                    like: torch.Tensor | None = None) -> torch.Tensor:
@@ -75,16 +84,16 @@ class ChainTable:
     'small' (beta tilde, clipped) and 'large' (beta; as IDDPM, the clipped beta tilde at k = 0),
     `[B, ...]` for 'learned' (IDDPM Eq. 15 with the network's v `[B, ...]`)."""
     ref = v if v is not None else like
-    small = self.log_beta_tilde_clipped.to(ref)[k]
+    small = self.on('log_beta_tilde_clipped', ref)[k]
     if variance == 'small':
       return small
-    large = torch.where(k == 0, small, self.log_beta.to(ref)[k])
+    large = torch.where(k == 0, small, self.on('log_beta', ref)[k])
     if variance == 'large':
       return large
     if variance == 'learned':
       if v is None:
         raise ValueError("variance='learned' needs the model's v output")
-      return cv.learned_log_variance(v, self.log_beta.to(v)[k], small)
+      return cv.learned_log_variance(v, self.on('log_beta', v)[k], small)
     raise ValueError(f"unknown variance '{variance}'; choose small, large or learned")
 
 

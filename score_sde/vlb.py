@@ -90,7 +90,7 @@ def step_nats(table: ChainTable, k: torch.Tensor, x0: torch.Tensor, xt: torch.Te
   mean_p = table.posterior_mean(k, x0_hat, xt)
   logvar_p = table.log_variance(k, variance, v, like=xt)
   logvar_p = bcast(logvar_p, xt) if logvar_p.ndim == 1 else logvar_p
-  kl = gaussian_kl(mean_q, bcast(table.log_beta_tilde_clipped[k], xt), mean_p, logvar_p)
+  kl = gaussian_kl(mean_q, bcast(table.on('log_beta_tilde_clipped', xt)[k], xt), mean_p, logvar_p)
   nll = -discretized_gaussian_log_likelihood(x0, mean_p, 0.5 * logvar_p, data_range, n_bits)
   b = x0.shape[0]
   return torch.where(k == 0, nll.reshape(b, -1).sum(1), kl.reshape(b, -1).sum(1))

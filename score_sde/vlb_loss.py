@@ -93,7 +93,7 @@ def get_vlb_loss_fn(sde: SDE, kind: str, *, learn_sigma: bool, vlb_weight: float
       k, weight = resampler.draw(u)
     else:
       k, weight = torch.clamp(torch.floor(u.double() * table.K), max=table.K - 1).long(), torch.ones_like(u)
-    t = sde.time_of_index(torch.as_tensor(table.tau, device=x0.device)[k]).float()
+    t = sde.time_of_index(table.on('tau_index', k)[k]).float()
     alpha, sigma = table.kernel(k, x0)
     z = z.to(x0)
     xt = bcast(alpha, x0) * x0 + bcast(sigma, x0) * z

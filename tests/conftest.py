@@ -29,6 +29,16 @@ def run_main(*args, timeout: float = 300) -> subprocess.CompletedProcess:
                         env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.fixture(scope='module')
+def one_thread():
+  """Tiny tensors: one thread avoids contention on the shared CPU (restored afterwards). Use
+  with `pytestmark = pytest.mark.usefixtures('one_thread')`."""
+  old = torch.get_num_threads()
+  torch.set_num_threads(1)
+  yield
+  torch.set_num_threads(old)
+
+
 def pytest_configure(config):
   config.addinivalue_line('markers', 'slow: long-running test (deselect with -m "not slow")')
 

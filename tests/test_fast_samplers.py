@@ -19,13 +19,7 @@ DATA = gaussian(MEAN, VAR)
 SDES = {'vp': VPSDE, 'subvp': SubVPSDE, 've': VESDE}
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-  """Tiny tensors: one thread avoids contention on the shared CPU (restored afterwards)."""
-  old = torch.get_num_threads()
-  torch.set_num_threads(1)
-  yield
-  torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _draw(sde, solver, steps, seed=0, n=4000, data=DATA, **options):

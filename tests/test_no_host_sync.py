@@ -128,3 +128,27 @@ def test_sampling_loops_never_read_the_device(solver, options):
   model = create_model(config, sde).to('meta').eval()
   res = sample(sde, model, (2, 1, 8, 8), solver, steps=4, device='meta', **options)
   assert res.x.device.type == 'meta' and res.x.shape == (2, 1, 8, 8)
+
+
+def _train(tmp_path, name, steps=3, **runtime):
+  config = _config('digits')
+  config.model.dropout = 0.0
+  for k, v in runtime.items():
+    setattr(config.runtime, k, v)
+  trainer = Trainer(config, str(tmp_path / name))
+  losses = [float(trainer.train_step()['loss']) for _ in range(steps)]
+  weights = [p.detach().clone() for p in trainer.params]
+  trainer.close()
+  return losses, weights
+
+
+def test_fast_paths_train_like_the_plain_path(tmp_path):
+  """runtime.channels_last trains the same weights as the plain path (to float rounding), and
+  runtime.amp='bf16' the same losses to bf16 precision."""
+  base_loss, base_w = _train(tmp_path, 'plain')
+  cl_loss, cl_w = _train(tmp_path, 'cl', channels_last=True)
+  bf_loss, _ = _train(tmp_path, 'bf16', amp='bf16')
+  torch.testing.assert_close(torch.tensor(cl_loss), torch.tensor(base_loss), rtol=1e-5, atol=1e-6)
+  for a, b in zip(cl_w, base_w):
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+  torch.testing.assert_close(torch.tensor(bf_loss), torch.tensor(base_loss), rtol=2e-2, atol=1e-3)

@@ -15,12 +15,7 @@ from score_sde.sampling.ode import ode_integrate, probability_flow_drift
 from score_sde.sdes import VPSDE
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-  old = torch.get_num_threads()
-  torch.set_num_threads(1)
-  yield
-  torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(autouse=True)

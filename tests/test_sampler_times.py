@@ -15,12 +15,7 @@ from score_sde.sdes import VESDE, VPSDE
 DATA = gaussian(torch.tensor([1.0, -2.0]), torch.tensor([0.25, 4.0]))
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-  old = torch.get_num_threads()
-  torch.set_num_threads(1)
-  yield
-  torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _uniform(sde, steps, eps=1e-3):

@@ -147,3 +147,16 @@ def test_hybrid_training_improves_the_vlb_over_l_simple(tmp_path):
     bpd[name] = json.loads((wd / 'likelihood.json').read_text())
   simple, hybrid = bpd['simple'], bpd['hybrid']
   assert hybrid['vlb_mean'] + 3 * hybrid['vlb_stderr'] < simple['vlb_mean'], (simple, hybrid)
+
+
+@pytest.mark.parametrize('kind', ['hybrid', 'vlb'])
+def test_vlb_losses_keep_every_tensor_on_the_data_device(kind):
+  """On the meta device a table left on the CPU, or a value read on the host, fails."""
+  config = tiny_config()
+  sde = VPSDE(N=100)
+  model = create_model(config, sde).to('meta')
+  loss_fn = get_vlb_loss_fn(sde, kind, learn_sigma=True)
+  x = torch.empty(4, 1, 8, 8, device='meta')
+  noise = (torch.empty(4, device='meta'), torch.empty(4, 1, 8, 8, device='meta'))
+  out = loss_fn(model, x, noise=noise)
+  assert out.loss.device.type == 'meta' and out.t_index.device.type == 'meta'
