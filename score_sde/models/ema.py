@@ -6,7 +6,7 @@ with `shadow_params` a list in `model.parameters()` order, so its checkpoints lo
 from __future__ import annotations
 
 import torch
-from torch import nn
+
 
 
 class ExponentialMovingAverage:
