@@ -55,6 +55,12 @@ def test_chain_solvers_call_back_per_table_step(solver):
   assert [s[0] for s in seen] == list(range(1, 11)) and res.nfe == 10
   assert seen[0][1] == pytest.approx(sde.time_of_index(80)) and seen[-1][1] == 0.0
   assert len(res.trajectory) == 11 and torch.equal(res.trajectory[-1], res.x)
+  # explicit times of the same table indices (then the end) give the same samples
+  ts = [sde.time_of_index(i) for i in range(90, -1, -10)] + [0.0]
+  again = sample(sde, DATA.score_fn(sde), None, solver, x_init=x_T, ts=ts,
+                 generator=torch.Generator().manual_seed(3))
+  torch.testing.assert_close(again.x, res.x, rtol=0, atol=0)
+  assert again.nfe == 10
 
 
 @pytest.mark.parametrize('case', list(CASES))

@@ -33,8 +33,8 @@ SOLVERS = {
 }
 
 _COMMON = ('steps', 'eps', 'denoise', 'generator', 'progress')
-# solvers that take callback(i, t, x, denoised); all but ddpm / ddim (which run on their chain's
-# strided table indices) also take explicit times ts
+# solvers that take callback(i, t, x, denoised) and explicit times ts (ddpm / ddim: times of
+# their chain's table indices)
 WITH_CALLBACK = ('dpm_solver', 'unipc', 'heun', 'pc', 'sde', 'ode', 'ddpm', 'ddim')
 
 

@@ -8,7 +8,8 @@ network ('index' labels) sees exactly the integer indices it was trained on; the
 prediction is eps = -sigma_i score. With `steps < N` both samplers run on the strided "leading"
 subsequence tau = (0, r, 2r, ..., (steps-1) r), r = N // steps (as diffusers). Both end at
 sigma = 0 (the last update returns the x0 prediction), so `denoise` and `eps` are not used and
-no extra score evaluation is made.
+no extra score evaluation is made. Explicit decreasing times `ts` select the table indices
+`sde.index_of_time(t)` of all but the last time (the end, at the data).
 
 A model with a learned variance (`conventions.variance_fn`, IDDPM) is used by both: DDPM draws
 from N(mean, Sigma_theta) (variance 'learned', chosen by 'auto'), and DDIM with eta > 0 adds
@@ -27,6 +28,7 @@ import torch
 
 from score_sde import conventions as cv
 from score_sde.chain_posterior import leading_indices
+from score_sde.sampling.common import check_times
 from score_sde.sdes import SDE
 from score_sde.utils import full_t, randn_like
 
@@ -100,10 +102,24 @@ def ddpm_step(x: torch.Tensor, eps: torch.Tensor, k_t: tuple, k_s: tuple, varian
   return mean + math.sqrt(var) * noise
 
 
-def _run(sde: SDE, score_fn, x, steps, progress, update, callback=None, learned=False):
-  """Shared loop over the strided table from its last index down to the data (index -1);
-  `update(x, eps, v, k_t, k_s)`; callback(i, t, x, x0 prediction) after step i (1..steps)."""
-  tau = leading_indices(sde.N, steps or sde.N)
+def chain_indices(sde: SDE, steps: int | None, ts=None) -> list[int]:
+  """The increasing table indices the samplers visit: the leading subsequence of `steps`, or
+  those of explicit decreasing times `ts` (`sde.index_of_time` of all but the last, which
+  marks the end at the data), which must be distinct."""
+  if ts is None:
+    return leading_indices(sde.N, steps or sde.N)
+  ts = check_times(sde, ts, allow_zero_end=True)
+  idx = sde.index_of_time(torch.tensor(ts[:-1], dtype=torch.float64)).tolist()
+  if any(b >= a for a, b in zip(idx, idx[1:])):
+    raise ValueError(f'ts map to chain indices {idx[:8]}...: they must be strictly decreasing '
+                     '(at most one time per table index)')
+  return idx[::-1]
+
+
+def _run(sde: SDE, score_fn, x, tau, progress, update, callback=None, learned=False):
+  """Shared loop over the table indices tau (increasing) from the last down to the data
+  (index -1); `update(x, eps, v, k_t, k_s)`; callback(i, t, x, x0 prediction) after step i
+  (1..steps)."""
   alphas, sigmas = sde.discrete_kernel(torch.tensor(tau + [-1]))
   kern = {i: (float(a), float(s)) for i, a, s in zip(tau + [-1], alphas, sigmas)}
   pairs = list(zip(tau[::-1], tau[::-1][1:] + [-1]))
@@ -122,7 +138,7 @@ def _run(sde: SDE, score_fn, x, steps, progress, update, callback=None, learned=
 
 def ddpm_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, eps: float = 1e-3,
                 denoise: bool = True, generator=None, variance: str = 'auto',
-                callback=None, progress=None) -> torch.Tensor:
+                ts=None, callback=None, progress=None) -> torch.Tensor:
   """DDPM ancestral sampling (Ho et al. 2020, Alg. 2) from x_T `[B, ...]`; returns x_0 `[B, ...]`.
 
   `steps` (default N) table steps; `variance` one of VARIANCES: "small" (beta_tilde), "large"
@@ -137,12 +153,13 @@ def ddpm_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None
   variance = ('learned' if has_v else 'small') if variance == 'auto' else variance
   update = lambda x, e, v, k_t, k_s: ddpm_step(x, e, k_t, k_s, variance,
                                                randn_like(x, generator) if k_s[1] > 0 else None, v)
-  return _run(sde, score_fn, x, steps, progress, update, callback, learned=variance == 'learned')
+  return _run(sde, score_fn, x, chain_indices(sde, steps, ts), progress, update, callback,
+              learned=variance == 'learned')
 
 
 def ddim_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, eps: float = 1e-3,
                 denoise: bool = True, generator=None, eta: float = 0.0,
-                callback=None, progress=None) -> torch.Tensor:
+                ts=None, callback=None, progress=None) -> torch.Tensor:
   """DDIM (Song, Meng & Ermon 2021, Eq. 12) from x_T `[B, ...]`; returns x_0 `[B, ...]`.
 
   eta = 0 is deterministic (Euler on the PF-ODE in (x/alpha, sigma/alpha), i.e.
@@ -154,7 +171,8 @@ def ddim_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None
   learned = eta > 0 and cv.variance_fn(score_fn) is not None
   update = lambda x, e, v, k_t, k_s: ddim_step(x, e, k_t, k_s, eta,
                                                randn_like(x, generator) if eta > 0 and k_s[1] > 0 else None, v)
-  return _run(sde, score_fn, x, steps, progress, update, callback, learned)
+  return _run(sde, score_fn, x, chain_indices(sde, steps, ts), progress, update, callback, learned)
 
 
-__all__ = ['ddpm_sample', 'ddim_sample', 'ddim_step', 'ddpm_step', 'leading_indices', 'VARIANCES']
+__all__ = ['ddpm_sample', 'ddim_sample', 'ddim_step', 'ddpm_step', 'leading_indices', 'chain_indices',
+           'VARIANCES']
