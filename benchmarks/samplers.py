@@ -183,8 +183,11 @@ def write_markdown(results, args, path):
 def plot(results, path):
   try:
     import matplotlib
-  except ImportError:
-    print(f'matplotlib is not installed (pip install -e ".[bench]"): no plot written to {path}')
+  except ImportError:  # Pillow fallback, from the markdown table written beside the plot
+    from benchmarks.plot_png import main as plot_markdown
+    md = path[:-4] + '.md'
+    if os.path.exists(md):
+      plot_markdown(md)
     return
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
