@@ -24,7 +24,8 @@ from score_sde.generate import (ensure_writable, generate, grid_row, labels_for,
                                 solver_kwargs, write_output)
 from score_sde.models import data_shape
 from score_sde.stop_signals import StopSignals
-from score_sde.trainer import Trainer, ckpt_dir
+from score_sde.trainer import Trainer
+from score_sde.workdir import ckpt_dir
 
 
 def check_config(config) -> None:

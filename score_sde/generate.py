@@ -13,7 +13,8 @@ from score_sde import datasets
 from score_sde.errors import UserError
 from score_sde.models import data_shape, load_checkpoint
 from score_sde.sampling import SOLVERS, sample as run_sampler, solver_options
-from score_sde.trainer import autocast, ckpt_dir, get_device, latest_checkpoint
+from score_sde.runtime import autocast, get_device
+from score_sde.workdir import ckpt_dir, latest_checkpoint
 
 
 def ensure_writable(folder: str, what: str) -> str:

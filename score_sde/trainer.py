@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import math
 import os
 
 import torch
@@ -31,54 +30,9 @@ from score_sde.data.loader import mix_seed
 from score_sde.errors import TrainingError, UserError
 from score_sde.models import (ExponentialMovingAverage, check_metadata, checkpoint_metadata,
                               create_model, data_shape)
+from score_sde.runtime import autocast, get_device
 from score_sde.sdes import get_sde
-
-
-def get_device(config) -> torch.device:
-  """The configured device; also applies `runtime.deterministic` (deterministic kernels)."""
-  if config.runtime.deterministic:
-    os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # needed by deterministic cuBLAS
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-  want = config.runtime.device
-  if want == 'auto':
-    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-  if want.startswith('cuda') and not torch.cuda.is_available():
-    raise UserError(f"config.runtime.device is '{want}' but CUDA is not available")
-  return torch.device(want)
-
-
-TASKS = ('score', 'classifier')
-
-
-def ckpt_dir(workdir: str, task: str = 'score') -> str:
-  """<workdir>/checkpoints for the score model, <workdir>/classifier/checkpoints for the noisy
-  classifier of classifier guidance."""
-  return os.path.join(workdir, *(['classifier'] if task == 'classifier' else []), 'checkpoints')
-
-
-def latest_checkpoint(workdir: str, task: str = 'score') -> tuple[int, str] | None:
-  found = ckpt.list_checkpoints(ckpt_dir(workdir, task))
-  return found[-1] if found else None
-
-
-def last_good_checkpoint(workdir: str, task: str = 'score') -> str | None:
-  """The newest checkpoint whose recorded loss and weights are finite (None if there is none)."""
-  for _, path in reversed(ckpt.list_checkpoints(ckpt_dir(workdir, task))):
-    try:
-      state = ckpt.read_checkpoint(path)
-    except (ckpt.CheckpointError, OSError):
-      continue
-    loss = state.get('loss', 0.0)
-    if (loss is None or math.isfinite(loss)) and all(
-        torch.isfinite(v).all() for v in state['model'].values() if v.is_floating_point()):
-      return path
-  return None
-
-
-def autocast(config, device: torch.device):
-  """bf16 autocast when config.runtime.amp == 'bf16' (weights and optimizer stay fp32)."""
-  return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.runtime.amp == 'bf16')
+from score_sde.workdir import ckpt_dir, last_good_checkpoint, latest_checkpoint
 
 
 def _load_train_data(config):
