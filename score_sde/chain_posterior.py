@@ -14,7 +14,15 @@ import torch
 
 from score_sde import conventions as cv
 from score_sde.sdes import SDE
-from score_sde.utils import bcast
+from score_sde.utils import bcast, cached_to
+
+
+def step_posterior(alpha_t, sigma_t, alpha_s, sigma_s):
+  """(c0, ct, beta, beta_tilde) of the step s -> t between kernels (alpha, sigma) (floats or
+  tensors): q(x_s | x_t, x_0) = N(c0 x_0 + ct x_t, beta_tilde), beta the forward variance."""
+  a = alpha_t / alpha_s
+  beta = sigma_t ** 2 - a ** 2 * sigma_s ** 2
+  return alpha_s * beta / sigma_t ** 2, a * sigma_s ** 2 / sigma_t ** 2, beta, beta * sigma_s ** 2 / sigma_t ** 2
 
 
 def leading_indices(n: int, steps: int) -> list[int]:
@@ -45,22 +53,15 @@ class ChainTable:
                        'alpha_i <= 0, i.e. some beta_i >= 1: use a larger N)')
     alpha_s = torch.cat([torch.ones(1, dtype=alpha.dtype), alpha[:-1]])
     sigma_s = torch.cat([torch.zeros(1, dtype=sigma.dtype), sigma[:-1]])
-    a = alpha / alpha_s
-    beta = sigma ** 2 - a ** 2 * sigma_s ** 2
-    beta_tilde = beta * sigma_s ** 2 / sigma ** 2
+    self.coef_x0, self.coef_xt, beta, beta_tilde = step_posterior(alpha, sigma, alpha_s, sigma_s)
     self.alphas, self.sigmas = alpha, sigma
-    self.coef_x0, self.coef_xt = alpha_s * beta / sigma ** 2, a * sigma_s ** 2 / sigma ** 2
     self.log_beta = torch.log(beta)
     first = beta_tilde[1:2] if len(beta) > 1 else beta[:1]
     self.log_beta_tilde_clipped = torch.log(torch.cat([first, beta_tilde[1:]]))
 
   def on(self, name: str, like: torch.Tensor) -> torch.Tensor:
     """Table `name` in like's device and dtype (copied once per device and dtype)."""
-    cache = self.__dict__.setdefault('_on', {})
-    key = (name, like.device, like.dtype)
-    if key not in cache:
-      cache[key] = getattr(self, name).to(like)
-    return cache[key]
+    return cached_to(self, name, like.device, like.dtype)
 
   @property
   def K(self) -> int:
@@ -97,4 +98,4 @@ class ChainTable:
     raise ValueError(f"unknown variance '{variance}'; choose small, large or learned")
 
 
-__all__ = ['ChainTable', 'leading_indices']
+__all__ = ['ChainTable', 'leading_indices', 'step_posterior']

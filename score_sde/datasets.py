@@ -29,7 +29,7 @@ from score_sde.data.readers import (IMAGE_EXTENSIONS, ImageFolderDataset, InMemo
                                     read_cifar_batch, read_idx, resize_uint8)
 
 __all__ = ['DATASETS', 'get_dataset', 'load_split', 'get_data_scaler', 'get_data_inverse_scaler', 'dequantize',
-           'InfiniteLoader', 'InMemoryDataset', 'ImageFolderDataset']
+           'InfiniteLoader', 'InMemoryDataset', 'ImageFolderDataset', 'data_range']
 
 SPLITS = ('train', 'test')
 TOY_SEEDS = {'train': 0, 'test': 1}   # toy points: fixed per split, independent of config.seed
@@ -65,6 +65,12 @@ def _from_centered(x: torch.Tensor) -> torch.Tensor:
 def get_data_scaler(config) -> Callable[[torch.Tensor], torch.Tensor]:
   """[0, 1] data -> [-1, 1] (x -> 2x - 1) if config.data.centered, else (and for toys) identity."""
   return _to_centered if config.data.centered and not _is_toy(config) else _identity
+
+
+def data_range(config) -> tuple[float, float]:
+  """The (lo, hi) range of image data after `get_data_scaler(config)`: (-1, 1) when centred,
+  else (0, 1)."""
+  return (-1.0, 1.0) if config.data.centered else (0.0, 1.0)
 
 
 def get_data_inverse_scaler(config) -> Callable[[torch.Tensor], torch.Tensor]:

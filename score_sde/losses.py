@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from score_sde.sdes import SDE
-from score_sde.utils import bcast, randn_like
+from score_sde.utils import bcast, cached_to, randn_like
 
 WEIGHTINGS = ('score', 'likelihood')
 
@@ -50,15 +50,12 @@ class ImportanceSampler:
     cdf = np.concatenate([[0.0], np.cumsum(np.diff(t) * (w[1:] + w[:-1]) / 2)])
     self.Z = float(cdf[-1])
     self.t_grid, self.cdf = torch.from_numpy(t), torch.from_numpy(cdf / cdf[-1])
-    self.sde, self.eps, self._on = sde, eps, {}
+    self.sde, self.eps = sde, eps
 
   def from_uniform(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """t `[B]` ~ q by inverse CDF of u `[B]` ~ U(0, 1) (linear interpolation on the grid, on
     u's device: no host sync), and the weight Z / (T - eps): E_U[w(t) L(t)] = Z / (T - eps) E_q[L(t)]."""
-    key = str(u.device)
-    if key not in self._on:
-      self._on[key] = self.cdf.to(u.device), self.t_grid.to(u.device)
-    cdf, grid = self._on[key]
+    cdf, grid = cached_to(self, 'cdf', u.device), cached_to(self, 't_grid', u.device)
     v = u.detach().double().clamp(0.0, 1.0)
     j = torch.searchsorted(cdf, v).clamp(1, len(cdf) - 1)
     c0, c1 = cdf[j - 1], cdf[j]
@@ -66,6 +63,11 @@ class ImportanceSampler:
     t = grid[j - 1] + frac * (grid[j] - grid[j - 1])
     factor = self.Z / (self.sde.T - self.eps)
     return t.float(), torch.full(u.shape, factor, device=u.device)
+
+
+def uniform_index(u: torch.Tensor, n: int) -> torch.Tensor:
+  """u `[B]` ~ U(0, 1) -> i `[B]` ~ U{0..n-1} (long), u's device."""
+  return torch.clamp(torch.floor(u.double() * n), max=n - 1).long()
 
 
 def draw_noise(x0: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,8 +117,7 @@ def get_loss_fn(sde: SDE, *, continuous: bool = True, weighting: str = 'score',
   def times(u):
     """u `[B]` in [0, 1) -> (t `[B]`, importance weight `[B]`)."""
     if not continuous:  # chain indices i ~ U{0..N-1} at their times
-      i = torch.clamp(torch.floor(u.double() * sde.N), max=sde.N - 1)
-      return sde.time_of_index(i).float(), torch.ones_like(u)
+      return sde.time_of_index(uniform_index(u, sde.N).double()).float(), torch.ones_like(u)
     if sampler is not None:
       return sampler.from_uniform(u)
     return u * (sde.T - eps) + eps, torch.ones_like(u)
@@ -145,10 +146,11 @@ def get_loss_fn_from_config(config, sde: SDE):
   (`score_sde.vlb_loss`) for training.loss 'hybrid' / 'vlb'."""
   tr = config.training
   if tr.loss != 'dsm':
+    from score_sde.datasets import data_range
     from score_sde.vlb_loss import get_vlb_loss_fn
     return get_vlb_loss_fn(sde, tr.loss, learn_sigma=config.model.learn_sigma, vlb_weight=tr.vlb_weight,
                            reduce_mean=tr.reduce_mean,
-                           data_range=(-1.0, 1.0) if config.data.centered else (0.0, 1.0))
+                           data_range=data_range(config))
   return get_loss_fn(sde, continuous=tr.continuous,
                      weighting='likelihood' if tr.likelihood_weighting else 'score',
                      importance_sampling=tr.importance_sampling, reduce_mean=tr.reduce_mean,

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from score_sde.utils import bcast
+from score_sde.utils import bcast, cached_to
 
 
 class SDE(abc.ABC):
@@ -104,11 +104,7 @@ class SDE(abc.ABC):
   def table_on(self, name: str, device) -> torch.Tensor:
     """The float64 table attribute `name` (e.g. DDPM's alphas_cumprod) on `device`, copied once
     per device, so that indexing it with device indices needs no host round trip."""
-    cache = self.__dict__.setdefault('_tables_on', {})
-    key = (name, str(device))
-    if key not in cache:
-      cache[key] = getattr(self, name).to(device)
-    return cache[key]
+    return cached_to(self, name, device)
 
   def discrete_kernel(self, i: torch.Tensor):
     """(alpha_i, sigma_i) float64 `[B]` of the chain's kernel x_i = alpha_i x_0 + sigma_i z at

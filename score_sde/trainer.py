@@ -267,9 +267,13 @@ class Trainer:
     if self._first_bad is None or torch.isnan(self._first_bad[0]):
       return
     step, loss = self._first_bad.tolist()
+    raise self._non_finite(loss, int(step))
+
+  def _non_finite(self, loss: float, step: int, times: str = '') -> TrainingError:
+    """The one-line error of a non-finite loss at `step`, naming the last good checkpoint."""
     good = last_good_checkpoint(self.workdir, self.task)
-    raise TrainingError(f'non-finite loss ({loss}) at step {int(step)}; last good checkpoint: '
-                        f"{good or 'none'} (lower optim.lr or raise optim.warmup)")
+    return TrainingError(f'non-finite loss ({loss}) at step {step}{times}; last good '
+                         f"checkpoint: {good or 'none'} (lower optim.lr or raise optim.warmup)")
 
   def _update_resampler(self) -> None:
     """Record this step's L_t values of every rank (rank order) in the t sampler, so that
@@ -300,6 +304,4 @@ class Trainer:
       logging.warning('non-finite loss %s at step %d: step skipped', loss.item(), self.step + 1)
       return {'loss': float('nan')}
     times = f' {self.nan_skips} times in a row' if tr.nan_policy == 'skip' else ''
-    good = last_good_checkpoint(self.workdir, self.task)
-    raise TrainingError(f'non-finite loss ({loss.item()}) at step {self.step + 1}{times}; last good '
-                        f"checkpoint: {good or 'none'} (lower optim.lr or raise optim.warmup)")
+    raise self._non_finite(loss.item(), self.step + 1, times)

@@ -55,3 +55,13 @@ def randn(shape, generator=None, device=None, dtype=torch.float32) -> torch.Tens
 def randn_like(x: torch.Tensor, generator=None) -> torch.Tensor:
   """Gaussian noise shaped like `x`, drawn on the generator's device then moved to x's."""
   return randn(x.shape, generator, x.device, x.dtype).to(x.device)
+
+
+def cached_to(owner, name: str, device, dtype=None) -> torch.Tensor:
+  """`owner.<name>` (a tensor) on `device` (and in `dtype`), copied once per (device, dtype) and
+  kept on `owner`, so that a hot loop indexes a device-resident table without host copies."""
+  cache = owner.__dict__.setdefault('_cached_to', {})
+  key = (name, str(device), dtype)
+  if key not in cache:
+    cache[key] = getattr(owner, name).to(device=device, dtype=dtype)
+  return cache[key]

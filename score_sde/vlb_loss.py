@@ -18,7 +18,7 @@ import torch
 
 from score_sde import conventions as cv
 from score_sde.chain_posterior import ChainTable
-from score_sde.losses import LossOutput, draw_noise
+from score_sde.losses import LossOutput, draw_noise, uniform_index
 from score_sde.sdes import SDE
 from score_sde.utils import bcast
 from score_sde.vlb import step_nats
@@ -92,7 +92,7 @@ def get_vlb_loss_fn(sde: SDE, kind: str, *, learn_sigma: bool, vlb_weight: float
     if resampler is not None:
       k, weight = resampler.draw(u)
     else:
-      k, weight = torch.clamp(torch.floor(u.double() * table.K), max=table.K - 1).long(), torch.ones_like(u)
+      k, weight = uniform_index(u, table.K), torch.ones_like(u)
     t = sde.time_of_index(table.on('tau_index', k)[k]).float()
     alpha, sigma = table.kernel(k, x0)
     z = z.to(x0)

@@ -102,7 +102,7 @@ def _vlb_values(config, model, x, flat: bool, gen, terms: list | None) -> np.nda
   if flat:
     raise UserError("config.eval.bpd_method = 'vlb' needs 8-bit image data (a toy's points are "
                     'continuous: use ode)')
-  rng = (-1.0, 1.0) if config.data.centered else (0.0, 1.0)
+  rng = datasets.data_range(config)
   x = datasets.get_data_scaler(config)(x)
   res = variational_bound(model.sde, model, x, data_range=rng, generator=gen, clip_x0=True,
                           variance='learned' if model.learn_sigma else 'small',
@@ -122,7 +122,7 @@ def _batch_values(config, model, x, flat: bool, gen, method: str = 'ode', terms=
                        rtol=config.sampling.rtol, atol=config.sampling.atol, generator=gen)
   if flat:
     return (-res.logp / x[0].numel()).cpu().double().numpy()
-  rng = (-1.0, 1.0) if config.data.centered else (0.0, 1.0)
+  rng = datasets.data_range(config)
   return bits_per_dim(res.logp, x.shape, data_range=rng).cpu().double().numpy()
 
 

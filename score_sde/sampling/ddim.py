@@ -27,7 +27,7 @@ import math
 import torch
 
 from score_sde import conventions as cv
-from score_sde.chain_posterior import leading_indices
+from score_sde.chain_posterior import leading_indices, step_posterior
 from score_sde.sampling.common import check_times
 from score_sde.sdes import SDE
 from score_sde.utils import full_t, randn_like
@@ -56,9 +56,9 @@ def predict_eps_and_v(sde: SDE, score_fn, x: torch.Tensor, i: int, sigma: float)
   return cv.eps_from_score(score, sigma), v
 
 
-def _learned_var(v: torch.Tensor, var: float, si_s: float, si_t: float) -> torch.Tensor:
+def _learned_var(v: torch.Tensor, beta: float, beta_tilde: float) -> torch.Tensor:
   """Sigma_theta `[B, ...]` of one step from v (IDDPM Eq. 15 between beta and beta tilde)."""
-  return torch.exp(cv.learned_log_variance(v, math.log(var), math.log(var * si_s ** 2 / si_t ** 2)))
+  return torch.exp(cv.learned_log_variance(v, math.log(beta), math.log(beta_tilde)))
 
 
 def ddim_step(x: torch.Tensor, eps: torch.Tensor, k_t: tuple, k_s: tuple, eta: float,
@@ -70,10 +70,9 @@ def ddim_step(x: torch.Tensor, eps: torch.Tensor, k_t: tuple, k_s: tuple, eta: f
   All tensors `[B, ...]`."""
   (al_t, si_t), (al_s, si_s) = k_t, k_s
   x0 = cv.x0_from_eps(x, eps, al_t, si_t)
-  a = al_t / al_s
-  var = si_t ** 2 - a ** 2 * si_s ** 2
+  _, _, var, var_tilde = step_posterior(al_t, si_t, al_s, si_s)
   if v is not None and eta > 0 and si_s > 0:
-    c2 = (eta ** 2 * _learned_var(v, var, si_s, si_t)).clamp(max=si_s ** 2)
+    c2 = (eta ** 2 * _learned_var(v, var, var_tilde)).clamp(max=si_s ** 2)
     return al_s * x0 + torch.sqrt(si_s ** 2 - c2) * eps + torch.sqrt(c2) * noise
   c = eta * (si_s / si_t) * math.sqrt(max(var, 0.0))
   out = al_s * x0 + math.sqrt(max(si_s ** 2 - c ** 2, 0.0)) * eps
@@ -87,16 +86,15 @@ def ddpm_step(x: torch.Tensor, eps: torch.Tensor, k_t: tuple, k_s: tuple, varian
   v sigma_s^2 / sigma_t^2 ("small", beta tilde), v ("large", beta) or the learned interpolation
   between them from the network's v `[B, ...]` ("learned", IDDPM). No noise when sigma_s = 0."""
   (al_t, si_t), (al_s, si_s) = k_t, k_s
-  a = al_t / al_s
-  var = si_t ** 2 - a ** 2 * si_s ** 2
+  c0, ct, var, var_tilde = step_posterior(al_t, si_t, al_s, si_s)
   x0 = cv.x0_from_eps(x, eps, al_t, si_t)
-  mean = (al_s * var / si_t ** 2) * x0 + (a * si_s ** 2 / si_t ** 2) * x
+  mean = c0 * x0 + ct * x
   if si_s <= 0.0:
     return mean
   if variance == 'learned':
-    return mean + torch.sqrt(_learned_var(v, var, si_s, si_t)) * noise
+    return mean + torch.sqrt(_learned_var(v, var, var_tilde)) * noise
   if variance == 'small':
-    var = var * si_s ** 2 / si_t ** 2
+    var = var_tilde
   elif variance != 'large':
     raise ValueError(f"unknown DDPM variance '{variance}'; choose {', '.join(VARIANCES)}")
   return mean + math.sqrt(var) * noise
