@@ -192,7 +192,8 @@ def _runtime():
   r.device = 'auto'               # auto | cpu | cuda
   r.amp = 'none'                  # none | bf16
   r.channels_last = False
-  r.compile = False
+  r.compile = False               # torch.compile the network (training)
+  r.cuda_graphs = False           # replay the sampler's score evaluations from CUDA graphs
   r.deterministic = False         # torch.use_deterministic_algorithms (slower on GPU)
   return r
 

@@ -11,6 +11,7 @@ import torch
 from score_sde import checkpoint as ckpt
 from score_sde import datasets
 from score_sde.errors import UserError
+from score_sde.graphed import GraphedScore
 from score_sde.models import data_shape, load_checkpoint
 from score_sde.sampling import SOLVERS, sample as run_sampler, solver_options
 from score_sde.runtime import autocast, get_device
@@ -155,6 +156,8 @@ def generate(config, model, num_samples: int, solver: str | None = None, progres
   gen = torch.Generator(device=device).manual_seed(s.seed if seed is None else seed)
   labels = labels_for(config, num_samples, device) if labels is None else labels
   out, nfe = [], 0
+  scorer = lambda y: _graphed(config, guided_score_fn(config, model, y, classifier), classifier)
+  unlabelled = scorer(None) if labels is None else None  # one score (and its CUDA graphs) for all batches
   try:
     kwargs = solver_kwargs(config, solver)
     if kwargs.get('grid') == 'optimized':
@@ -163,8 +166,9 @@ def generate(config, model, num_samples: int, solver: str | None = None, progres
     for start in range(0, num_samples, s.batch_size):
       b = min(s.batch_size, num_samples - start)
       y = None if labels is None else labels[start:start + b]
+      score = unlabelled if y is None else scorer(y)
       with autocast(config, device):
-        res = run_sampler(model.sde, guided_score_fn(config, model, y, classifier), (b,) + shape, solver,
+        res = run_sampler(model.sde, score, (b,) + shape, solver,
                           steps=s.steps or None, generator=gen, device=device, eps=s.eps,
                           denoise=s.noise_removal, progress=progress, **kwargs)
       out.append(inverse(res.x.float()).cpu())
@@ -172,6 +176,12 @@ def generate(config, model, num_samples: int, solver: str | None = None, progres
   except ValueError as e:
     raise UserError(str(e)) from None
   return torch.cat(out), nfe
+
+
+def _graphed(config, score_fn, classifier=None):
+  """`score_fn` replayed from CUDA graphs when config.runtime.cuda_graphs (score_sde.graphed);
+  classifier guidance, which differentiates the classifier, stays eager."""
+  return GraphedScore(score_fn) if config.runtime.cuda_graphs and classifier is None else score_fn
 
 
 def write_output(path: str, writer) -> None:
