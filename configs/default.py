@@ -92,6 +92,7 @@ def _eval():
   e.bpd_dataset = 'test'
   e.bpd_num_batches = 0           # 0: the whole split
   e.bpd_divergence = 'hutchinson'
+  e.bpd_amp = 'none'              # none | fp16 (autocast of the network, ~2x on tensor cores) | bf16 (biased)
   e.bpd_method = 'ode'            # ode (PF-ODE, dequantised) | vlb (DDPM bound) | both
   e.vlb_steps = 0                 # vlb: steps of the strided chain (0: all N; fewer: looser)
   e.inception_path = ''

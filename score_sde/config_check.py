@@ -73,7 +73,7 @@ def rules() -> dict:
       'eval.bpd_num_batches': NON_NEGATIVE_INT, 'eval.num_samples': POSITIVE_INT,
       'eval.begin_ckpt': NON_NEGATIVE_INT, 'eval.end_ckpt': _num(-1, integer=True),
       'eval.kid_subset_size': _num(2, integer=True), 'eval.fid_method': _choice(('sqrtm', 'eig')),
-      'eval.bpd_divergence': _choice(('hutchinson', 'exact')),
+      'eval.bpd_divergence': _choice(('hutchinson', 'exact')), 'eval.bpd_amp': _choice(('none', 'fp16', 'bf16')),
       'data.dataset': _choice(DATASETS), 'data.image_size': POSITIVE_INT,
       'data.num_channels': POSITIVE_INT, 'data.num_classes': POSITIVE_INT,
       'data.num_workers': NON_NEGATIVE_INT, 'data.toy_size': POSITIVE_INT,

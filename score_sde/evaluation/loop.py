@@ -118,8 +118,12 @@ def _batch_values(config, model, x, flat: bool, gen, method: str = 'ode', terms=
   if method == 'vlb':
     return _vlb_values(config, model, x, flat, gen, terms)
   x = datasets.get_data_scaler(config)(x if flat else datasets.dequantize(x, gen))
-  res = log_likelihood(model.sde, model, x, divergence=config.eval.bpd_divergence,
-                       rtol=config.sampling.rtol, atol=config.sampling.atol, generator=gen)
+  try:
+    res = log_likelihood(model.sde, model, x, divergence=config.eval.bpd_divergence,
+                         rtol=config.sampling.rtol, atol=config.sampling.atol, generator=gen,
+                         amp=config.eval.bpd_amp)
+  except ValueError as e:
+    raise UserError(f'{e} (config.sampling.rtol / atol)') from None
   if flat:
     return (-res.logp / x[0].numel()).cpu().double().numpy()
   rng = datasets.data_range(config)
