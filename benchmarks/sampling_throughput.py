@@ -1,13 +1,22 @@
 """GPU throughput of the samplers and the likelihood with a real score network.
 
 Builds `score_sde.models.create_model(config, sde)` from a config file (default
-configs/vp_cifar.py; random weights unless --checkpoint), then measures images/s at batch
-`--batch` (128) for 1000-step PC (reverse diffusion + Langevin) and for each fast solver at
-its recommended NFE, and the likelihood (PF-ODE + Hutchinson, dopri5) in ms per function
-evaluation (one network forward plus one vector-Jacobian product) and per image, with
-optional bf16 autocast and torch.compile. CUDA unless --quick (a CPU smoke run of a tiny net).
+configs/vp_cifar.py; random weights unless --checkpoint) and prints two markdown tables:
 
-  python benchmarks/sampling_throughput.py --config configs/vp_cifar.py [--bf16] [--compile]
+* sampling at batch `--batch` (128): for each solver and variant, ms per step and images/s.
+  Solvers with 1000 steps (PC, DDPM, Euler-Maruyama) are timed over `--long-steps` (100) steps
+  of the same per-step cost and images/s is given for 1000 steps (batch / (1000 x s per step));
+  the fast solvers run their full step count.
+* the likelihood (PF-ODE + Hutchinson, dopri5, rtol = atol = 1e-5) at `--likelihood-batch`:
+  NFE, ms per function evaluation (one network forward plus one vector-Jacobian product), ms
+  per image, and the mean bits/dim change from fp32 on the same dequantised batch and probe.
+
+Variants: fp32 (TF32 off), tf32, bf16 / fp16 (autocast of the network; TF32 on), each with
+'+graphs' for `runtime.cuda_graphs` (score_sde.graphed) and '+compile' for torch.compile of the
+network. CUDA unless --quick (a CPU smoke run of a tiny net).
+
+  python benchmarks/sampling_throughput.py [--config configs/vp_cifar.py] [--checkpoint ckpt]
+      [--variants fp32 tf32 bf16 bf16+graphs] [--likelihood-variants fp32 tf32 fp16 bf16]
   python benchmarks/sampling_throughput.py --quick
 """
 from __future__ import annotations
@@ -25,14 +34,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # name: (solver, steps, options) at the recommended NFE of each paper / of our benchmark
 RUNS = {
     'pc 1000 (rd+langevin)': ('pc', 1000, {}),
+    'pc 1000 (em, no corrector)': ('pc', 1000, {'predictor': 'euler_maruyama', 'corrector': 'none'}),
     'ddpm 1000': ('ddpm', 1000, {}),
     'ddim 100': ('ddim', 100, {}),
     'heun (EDM) 18 (35 NFE)': ('heun', 18, {}),
     'dpm++ 2M 20': ('dpm_solver', 20, {'order': 2}),
     'dpm++ 3M 20': ('dpm_solver', 20, {'order': 3}),
-    'dpm++ 3S 10 (30 NFE)': ('dpm_solver', 10, {'order': 3, 'multistep': False}),
-    'sde euler 1000': ('sde', 1000, {}),
+    'unipc bh2-3 20': ('unipc', 20, {'order': 3}),
 }
+PRECISIONS = {'fp32': (None, False), 'tf32': (None, True), 'bf16': (torch.bfloat16, True),
+              'fp16': (torch.float16, True)}
 
 
 def parse_args(argv=None):
@@ -40,16 +51,18 @@ def parse_args(argv=None):
   p.add_argument('--config', default='configs/vp_cifar.py', help='a config file with get_config()')
   p.add_argument('--checkpoint', default=None, help='optional checkpoint to load')
   p.add_argument('--batch', type=int, default=128)
-  p.add_argument('--bf16', action='store_true', help='bf16 autocast around the network')
-  p.add_argument('--compile', action='store_true', help='torch.compile the network')
+  p.add_argument('--long-steps', type=int, default=100, help='steps timed for the 1000-step solvers')
   p.add_argument('--solvers', nargs='*', default=list(RUNS), help='subset of: ' + ', '.join(RUNS))
+  p.add_argument('--variants', nargs='*', default=['fp32', 'tf32', 'bf16', 'bf16+graphs'])
+  p.add_argument('--likelihood-variants', nargs='*', default=['fp32', 'tf32', 'fp16', 'bf16'])
   p.add_argument('--likelihood-batch', type=int, default=128)
-  p.add_argument('--repeats', type=int, default=1)
-  p.add_argument('--quick', action='store_true', help='CPU smoke run: tiny network, batch 2, few solvers')
+  p.add_argument('--quick', action='store_true', help='CPU smoke run: tiny network, batch 2')
   args = p.parse_args(argv)
   if args.quick:
     args.batch = args.likelihood_batch = 2
-    args.solvers = ['ddim 100', 'dpm++ 3M 20']
+    args.long_steps = 3
+    args.variants = [v for v in args.variants if v in ('fp32', 'bf16+graphs')]
+    args.likelihood_variants = [v for v in args.likelihood_variants if v in ('fp32', 'fp16')]
   return args
 
 
@@ -60,8 +73,8 @@ def load_config(path: str):
   return module.get_config()
 
 
-def build_score_fn(args, device):
-  """(sde, score_fn [B, C, H, W] x [B] -> [B, C, H, W], image shape) for the config."""
+def build_model(args, device):
+  """(model, image shape) for the config: the ScoreModel, eval mode, on `device`."""
   from score_sde.models import create_model, load_checkpoint
   from score_sde.sdes import get_sde
   config = load_config(args.config)
@@ -69,58 +82,90 @@ def build_score_fn(args, device):
     config.model.nf, config.model.ch_mult, config.model.num_res_blocks = 32, (1, 2), 1
     config.model.attn_resolutions, config.data.image_size = (8,), 16
   sde = get_sde(config)
-  if args.checkpoint:
-    model = load_checkpoint(args.checkpoint, config, device=device, sde=sde)
-  else:
-    model = create_model(config, sde)
+  model = load_checkpoint(args.checkpoint, config, device=device, sde=sde) if args.checkpoint \
+      else create_model(config, sde)
   model = model.to(device).eval()
-  net = torch.compile(model) if args.compile else model
+  return model, (config.data.num_channels, config.data.image_size, config.data.image_size)
+
+
+def network_for(model, variant: str):
+  """(network, autocast dtype or None) of a variant name such as 'bf16+compile'; sets TF32."""
+  parts = variant.split('+')
+  dtype, tf32 = PRECISIONS[parts[0]]
+  torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+  return (torch.compile(model) if 'compile' in parts else model), dtype
+
+
+def score_for(model, variant: str, device):
+  """The sampler's score_fn of a variant: autocast, compile, CUDA graphs ('bf16+graphs')."""
+  from score_sde.graphed import GraphedScore
+  net, dtype = network_for(model, variant)
 
   def score_fn(x, t):
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
       return net(x, t).float()
-  shape = (config.data.num_channels, config.data.image_size, config.data.image_size)
-  return sde, score_fn, shape
+  return GraphedScore(score_fn) if 'graphs' in variant.split('+') else score_fn
 
 
-def _sync():
+def timed(fn):
   if torch.cuda.is_available():
     torch.cuda.synchronize()
-
-
-def timed(fn, repeats: int):
-  _sync()
   t0 = time.perf_counter()
-  for _ in range(repeats):
-    out = fn()
-  _sync()
-  return out, (time.perf_counter() - t0) / repeats
+  out = fn()
+  if torch.cuda.is_available():
+    torch.cuda.synchronize()
+  return out, time.perf_counter() - t0
+
+
+def sampling_table(args, model, shape, device):
+  from score_sde.sampling import sample
+  gen = torch.Generator(device=device).manual_seed(0)
+  print(f'| solver | variant | NFE | ms/step | images/s |  (batch {args.batch}; 1000-step solvers '
+        f'timed over {args.long_steps} steps)')
+  print('|---|---|---|---|---|')
+  for variant in args.variants:
+    score_fn = score_for(model, variant, device)
+    sample(model.sde, score_fn, (args.batch, *shape), 'ddim', steps=3, generator=gen, device=device)  # warm-up
+    for name in args.solvers:
+      solver, steps, options = RUNS[name]
+      run_steps = args.long_steps if steps == 1000 else steps
+      res, sec = timed(lambda: sample(model.sde, score_fn, (args.batch, *shape), solver, steps=run_steps,
+                                      generator=gen, device=device, **options))
+      per_step = sec / run_steps
+      print(f'| {name} | {variant} | {res.nfe * steps // run_steps} | {1e3 * per_step:.2f} | '
+            f'{args.batch / (per_step * steps):.1f} |', flush=True)
+
+
+def likelihood_table(args, model, shape, device):
+  from score_sde.likelihood import bits_per_dim, log_likelihood
+  g = torch.Generator(device=device).manual_seed(1)
+  x = (torch.randint(0, 256, (args.likelihood_batch, *shape), generator=g, device=device).float()
+       + torch.rand(args.likelihood_batch, *shape, generator=g, device=device)) / 128 - 1
+  print(f'\n| likelihood variant | NFE | ms/evaluation | ms/image | bits/dim - fp32 |  (batch {args.likelihood_batch})')
+  print('|---|---|---|---|---|')
+  ref = None
+  for variant in args.likelihood_variants:
+    net, dtype = network_for(model, variant)
+    amp = {None: 'none', torch.float16: 'fp16', torch.bfloat16: 'bf16'}[dtype]
+    res, sec = timed(lambda: log_likelihood(model.sde, net, x, amp=amp,
+                                            generator=torch.Generator(device=device).manual_seed(2)))
+    bpd = bits_per_dim(res.logp, x.shape).mean().item()
+    ref = bpd if ref is None else ref
+    print(f'| {variant} | {res.nfe} | {1e3 * sec / res.nfe:.1f} | {1e3 * sec / len(x):.2f} | '
+          f'{bpd - ref:+.4f} |', flush=True)
 
 
 def main(argv=None):
   args = parse_args(argv)
   if not torch.cuda.is_available() and not args.quick:
     sys.exit('sampling_throughput.py needs a CUDA GPU (none found; --quick runs a CPU smoke test)')
-  from score_sde.likelihood import log_likelihood
-  from score_sde.sampling import sample
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-  torch.backends.cuda.matmul.allow_tf32 = True
-  torch.backends.cudnn.allow_tf32 = True
-  sde, score_fn, shape = build_score_fn(args, device)
-  gen = torch.Generator(device=device).manual_seed(0)
-  sample(sde, score_fn, (args.batch, *shape), 'ddim', steps=2, generator=gen, device=device)  # warm-up
-  print(f'| solver | NFE | images/s | s/batch |  (batch {args.batch}, bf16={args.bf16}, compile={args.compile})')
-  print('|---|---|---|---|')
-  for name in args.solvers:
-    solver, steps, options = RUNS[name]
-    res, sec = timed(lambda: sample(sde, score_fn, (args.batch, *shape), solver, steps=steps,
-                                    generator=gen, device=device, **options), args.repeats)
-    print(f'| {name} | {res.nfe} | {args.batch / sec:.1f} | {sec:.2f} |', flush=True)
-  x = torch.rand(args.likelihood_batch, *shape, device=device, generator=gen) * 2 - 1
-  res, sec = timed(lambda: log_likelihood(sde, score_fn, x, generator=gen), args.repeats)
-  print(f'likelihood (dopri5, Hutchinson, batch {args.likelihood_batch}): {res.nfe} function '
-        f'evaluations, {1e3 * sec / res.nfe:.1f} ms per evaluation, {1e3 * sec:.0f} ms per batch, '
-        f'{1e3 * sec / args.likelihood_batch:.2f} ms per image')
+  model, shape = build_model(args, device)
+  print(f'device: {torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}; config {args.config}')
+  if args.solvers and args.variants:
+    sampling_table(args, model, shape, device)
+  if args.likelihood_variants:
+    likelihood_table(args, model, shape, device)
 
 
 if __name__ == '__main__':

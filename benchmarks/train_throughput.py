@@ -18,7 +18,6 @@ Every variant runs `--warmup` steps, then `--steps` timed steps with one host sy
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import os
 import sys
@@ -126,10 +125,12 @@ def main(argv=None):
   print('|---|---|---|---|---|')
   for name in args.configs:
     for variant in args.variants:
-      with contextlib.suppress(KeyboardInterrupt):
+      try:
         r = measure(name, variant, args)
-        print(f"| {name} | {variant} | {r['steps_per_s']:.2f} | {r['peak_gib']:.2f} | {r['loss']:.4g} |",
-              flush=True)
+      except Exception as e:  # noqa: BLE001 -- one failed variant (a compile error, say) must not end the run
+        print(f'| {name} | {variant} | failed: {type(e).__name__}: {str(e).splitlines()[0][:120]} | | |', flush=True)
+        continue
+      print(f"| {name} | {variant} | {r['steps_per_s']:.2f} | {r['peak_gib']:.2f} | {r['loss']:.4g} |", flush=True)
 
 
 if __name__ == '__main__':

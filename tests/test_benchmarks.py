@@ -26,6 +26,8 @@ def test_train_throughput_quick_prints_a_table(capsys):
 
 @pytest.mark.slow
 def test_sampling_throughput_quick_reports_ms_per_evaluation(capsys):
-  _load('sampling_throughput').main(['--quick', '--solvers', 'dpm++ 3M 20'])
+  _load('sampling_throughput').main(['--quick', '--solvers', 'dpm++ 3M 20', 'pc 1000 (rd+langevin)'])
   out = capsys.readouterr().out
-  assert '| dpm++ 3M 20 | 21 |' in out and 'ms per evaluation' in out
+  assert '| dpm++ 3M 20 | fp32 | 21 |' in out and '| dpm++ 3M 20 | bf16+graphs | 21 |' in out
+  assert '| pc 1000 (rd+langevin) | fp32 | 2000 |' in out   # timed over 3 steps, counted for 1000
+  assert 'ms/evaluation' in out and '| fp16 |' in out

@@ -152,3 +152,22 @@ def test_fast_paths_train_like_the_plain_path(tmp_path):
   for a, b in zip(cl_w, base_w):
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
   torch.testing.assert_close(torch.tensor(bf_loss), torch.tensor(base_loss), rtol=2e-2, atol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+@pytest.mark.parametrize('kind', ['digits', 'discrete_hybrid'])
+def test_cuda_sync_debug_mode_sees_no_sync_in_a_training_step(tmp_path, kind):
+  """On a GPU, torch's own sync detector (which also sees syncs inside torch ops) stays silent
+  over two training steps."""
+  config = _config(kind)
+  config.runtime.device = 'cuda'
+  trainer = Trainer(config, str(tmp_path))
+  trainer.train_step()
+  torch.cuda.synchronize()
+  torch.cuda.set_sync_debug_mode('error')
+  try:
+    for _ in range(2):
+      trainer.train_step()
+  finally:
+    torch.cuda.set_sync_debug_mode('default')
+    trainer.close()
