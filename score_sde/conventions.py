@@ -131,7 +131,7 @@ def learned_log_variance(v: torch.Tensor, log_beta, log_beta_tilde) -> torch.Ten
 def variance_fn(score_fn):
   """`score_and_variance(x, t) -> (score, v)` of a score function that has a learned variance
   (a `ScoreModel` with `learn_sigma`, or any callable exposing that attribute), else None.
-  Wrappers that change the score (guidance) drop it, and the samplers then use a fixed variance."""
+  The guidance wrappers (`score_sde.guidance`) and `score_sde.graphed.GraphedScore` keep it."""
   return getattr(score_fn, 'score_and_variance', None)
 
 

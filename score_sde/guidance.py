@@ -40,6 +40,20 @@ def labels_like(y, x: torch.Tensor) -> torch.Tensor | None:
   return y
 
 
+class Guided:
+  """A guided score function (called like the function it wraps) that also carries
+  `score_and_variance` when its base model learns its reverse variance (see
+  `score_sde.conventions.variance_fn`), so that guided sampling keeps the learned variance."""
+
+  def __init__(self, fn, with_variance=None):
+    self.fn = fn
+    if with_variance is not None:
+      self.score_and_variance = with_variance
+
+  def __call__(self, *args, **kwargs):
+    return self.fn(*args, **kwargs)
+
+
 def classifier_free(score_fn: CondScoreFn, w: float, null_label: int | None = None) -> CondScoreFn:
   """Classifier-free guidance (Ho & Salimans 2022), `guided(x, t, y) -> [B, ...]`:
 
@@ -48,6 +62,7 @@ def classifier_free(score_fn: CondScoreFn, w: float, null_label: int | None = No
   w = 1 is plain conditional sampling, w = 0 unconditional, w > 1 sharpens p(y | x). Ho &
   Salimans write (1 + w') s_c - w' s_u, i.e. their w' = w - 1 (the same form as the seeds'
   `(1 + w) eps_c - w eps_u` on the noise prediction, eps = -sigma s, with our w = 1 + theirs).
+  A learned variance is the conditional branch's (as GLIDE, Nichol et al. 2022).
 
   Args:
     score_fn: `score_fn(x, t, y)`; `y = None` is unconditional.
@@ -58,21 +73,24 @@ def classifier_free(score_fn: CondScoreFn, w: float, null_label: int | None = No
   """
   w = float(w)
 
-  def guided(x: torch.Tensor, t: torch.Tensor, y=None) -> torch.Tensor:
+  def combine(call, x, t, y):
+    """The guided (score, variance) from `call(x, t, y) -> (score, v or None)`."""
     y = labels_like(y, x)
     if y is None or w == 0.0:
-      return score_fn(x, t, None)
+      return call(x, t, None)
     if w == 1.0:
-      return score_fn(x, t, y)
+      return call(x, t, y)
     if null_label is None:
-      s_cond, s_uncond = score_fn(x, t, y), score_fn(x, t, None)
+      (s_cond, v_cond), (s_uncond, _) = call(x, t, y), call(x, t, None)
     else:
       null = torch.full_like(y, int(null_label))
-      both = score_fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
-      s_cond, s_uncond = both.chunk(2)
-    return s_uncond + w * (s_cond - s_uncond)
+      s, v = call(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
+      (s_cond, s_uncond), v_cond = s.chunk(2), None if v is None else v.chunk(2)[0]
+    return s_uncond + w * (s_cond - s_uncond), v_cond
 
-  return guided
+  both = getattr(score_fn, 'score_and_variance', None)
+  return Guided(lambda x, t, y=None: combine(lambda *a: (score_fn(*a), None), x, t, y)[0],
+                None if both is None else (lambda x, t, y=None: combine(both, x, t, y)))
 
 
 def classifier_grad(log_prob_fn, x: torch.Tensor, t: torch.Tensor, y) -> torch.Tensor:
@@ -102,20 +120,26 @@ def classifier_guidance(score_fn: ScoreFn, log_prob_fn, scale: float) -> CondSco
   """
   scale = float(scale)
 
-  def guided(x: torch.Tensor, t: torch.Tensor, y=None) -> torch.Tensor:
+  def shift(score, x, t, y):
     y = labels_like(y, x)
-    score = score_fn(x, t)
     if y is None or scale == 0.0:
       return score
     return score + scale * classifier_grad(log_prob_fn, x, t, y).to(score.dtype)
 
-  return guided
+  def with_variance(x, t, y=None):  # the mean moves, the learned variance stays (ADM, Alg. 1)
+    score, v = both(x, t)
+    return shift(score, x, t, y), v
+  both = getattr(score_fn, 'score_and_variance', None)
+  return Guided(lambda x, t, y=None: shift(score_fn(x, t), x, t, y), with_variance if both else None)
 
 
 def bind(guided: CondScoreFn, y) -> ScoreFn:
   """Fix the label: `score_fn(x, t) = guided(x, t, y)` with `y` (int or `[B]`) broadcast to
-  the batch. The result plugs into `score_sde.sampling.sample` and `log_likelihood`."""
-  return lambda x, t: guided(x, t, labels_like(y, x))
+  the batch. The result plugs into `score_sde.sampling.sample` and `log_likelihood` (and keeps a
+  learned variance)."""
+  both = getattr(guided, 'score_and_variance', None)
+  return Guided(lambda x, t: guided(x, t, labels_like(y, x)),
+                None if both is None else (lambda x, t: both(x, t, labels_like(y, x))))
 
 
-__all__ = ['classifier_free', 'classifier_guidance', 'classifier_grad', 'bind', 'labels_like']
+__all__ = ['Guided', 'classifier_free', 'classifier_guidance', 'classifier_grad', 'bind', 'labels_like']

@@ -197,3 +197,46 @@ def test_tiny_noisy_classifier_learns_and_degrades_with_noise():
   guided = classifier_guidance(MIX.score_fn(SDE_), classifier_log_prob_fn(clf), 2.0)
   with torch.no_grad():
     assert guided(x0[:8], torch.full((8,), 0.5), y[:8]).shape == (8, 2)
+
+
+class _LearnedVarianceModel:
+  """A conditional score with a learned variance: s = -x + y (0 for None / the null label 10),
+  v = +0.5 for a class and -0.5 unconditional."""
+
+  def _cls(self, y, x):
+    if y is None:
+      return torch.zeros(x.shape[0])
+    return torch.where(y == 10, 0.0, y.float())
+
+  def __call__(self, x, t, y=None):
+    return -x + self._cls(y, x)[:, None]
+
+  def score_and_variance(self, x, t, y=None):
+    v = torch.where(self._cls(y, x) != 0, 0.5, -0.5)[:, None].expand_as(x)
+    return self(x, t, y), v
+
+
+@pytest.mark.parametrize('null_label', [None, 10])
+def test_guidance_keeps_a_learned_variance(null_label):
+  """CFG: the guided score with the conditional branch's variance (GLIDE); classifier guidance:
+  the base model's variance; `bind` forwards both. (Before, the wrappers dropped the variance
+  and `ddpm` / `ddim` fell back to a fixed one.)"""
+  from score_sde.conventions import variance_fn
+  model = _LearnedVarianceModel()
+  x, t, y = torch.randn(6, 2), torch.full((6,), 0.5), torch.tensor([1, 2, 3, 1, 2, 3])
+  cfg = classifier_free(model, 3.0, null_label=null_label)
+  s, v = cfg.score_and_variance(x, t, y)
+  torch.testing.assert_close(s, cfg(x, t, y))
+  torch.testing.assert_close(s, -x + 3.0 * y.float()[:, None])
+  torch.testing.assert_close(v, torch.full_like(x, 0.5))
+  bound = bind(cfg, 2)
+  s2, v2 = variance_fn(bound)(x, t)
+  torch.testing.assert_close(s2, bound(x, t))
+  torch.testing.assert_close(v2, torch.full_like(x, 0.5))
+  log_prob = lambda xx, tt, yy: -(xx ** 2).sum(1) * yy.float()
+  cg = classifier_guidance(bind(model, None), log_prob, 2.0)
+  s3, v3 = cg.score_and_variance(x, t, y)
+  torch.testing.assert_close(s3, cg(x, t, y))
+  torch.testing.assert_close(s3, -x - 4.0 * x * y.float()[:, None])
+  torch.testing.assert_close(v3, torch.full_like(x, -0.5))
+  assert variance_fn(bind(classifier_free(lambda a, b, c=None: a, 2.0), 1)) is None
