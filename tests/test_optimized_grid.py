@@ -158,3 +158,23 @@ def test_cli_samples_with_the_optimized_grid(tmp_path):
   assert os.path.exists(os.path.join(wd, 'samples', 'unipc_checkpoint_5.npz'))
   proc = run(*cfg, '--mode', 'sample', '--config.sampling.grid=best', check=False)
   assert proc.returncode != 0 and 'config.sampling.grid' in proc.stderr
+
+
+def test_fingerprint_is_hashed_once_until_the_weights_change(monkeypatch):
+  """generate() asks for the fingerprint once per call (per eval shard, per training snapshot):
+  unchanged weights must not be copied to the host again; any in-place change or replaced
+  tensor gives a new fingerprint."""
+  from score_sde.sampling import optimized_grid as og
+  net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+  hashed = []
+  real = og._digest
+  monkeypatch.setattr(og, '_digest', lambda state: hashed.append(1) or real(state))
+  first = og.model_fingerprint(net, extra='a')
+  assert og.model_fingerprint(net, extra='a') == first and len(hashed) == 1
+  assert og.model_fingerprint(net, extra='b') != first and len(hashed) == 1
+  with torch.no_grad():
+    net[0].weight.add_(1e-3)                       # an optimizer step, say
+  second = og.model_fingerprint(net, extra='a')
+  assert second != first and len(hashed) == 2
+  net.load_state_dict({k: v.clone() for k, v in net.state_dict().items()})  # same values again
+  assert og.model_fingerprint(net, extra='a') == second and len(hashed) == 3

@@ -31,6 +31,7 @@ import hashlib
 import json
 import math
 import os
+import weakref
 
 import torch
 
@@ -69,14 +70,33 @@ class GridTuning:
       raise ValueError(f'bad GridTuning {self}: pilot_batch, passes >= 1, iters, max_knots >= 2')
 
 
+_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> (versions, digest)
+
+
 def model_fingerprint(*modules, extra: str = '') -> str:
-  """A short hash of the parameters and buffers of the given nn.Modules (and `extra`)."""
+  """A short hash of the parameters and buffers of the given nn.Modules (and `extra`).
+
+  Each module's digest is kept until one of its tensors is replaced or changed in place
+  (torch's version counters), so repeated calls (one per eval shard, say) copy no weights to
+  the host."""
   h = hashlib.sha1(extra.encode())
   for module in modules:
-    for name, tensor in list(module.state_dict().items()):
-      h.update(name.encode())
-      h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    state = module.state_dict()
+    versions = tuple((name, t.data_ptr(), t._version) for name, t in state.items())
+    known = _DIGESTS.get(module)
+    if known is None or known[0] != versions:
+      known = _DIGESTS[module] = (versions, _digest(state))
+    h.update(known[1].encode())
   return h.hexdigest()[:16]
+
+
+def _digest(state: dict) -> str:
+  """SHA-1 of a state dict's names and raw bytes (copies every tensor to the host)."""
+  h = hashlib.sha1()
+  for name, tensor in state.items():
+    h.update(name.encode())
+    h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-d too
+  return h.hexdigest()
 
 
 def knot_lambdas(knots: list[float], steps: int, lam_t: float, lam_e: float) -> list[float]:
