@@ -22,9 +22,9 @@ run() {  # name, timeout in seconds, command...
   timeout "$limit" "$@" 2>&1 | tee "$out/$name.txt"
 }
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
-run gpu_tests 120 python3 -m pytest -q -p no:cacheprovider tests/test_graphed.py tests/test_no_host_sync.py
-run train 240 python3 benchmarks/train_throughput.py "${quick[@]}" --configs vp_cifar --steps 30 \
+run gpu_tests 90 python3 -m pytest -q -p no:cacheprovider tests/test_graphed.py tests/test_no_host_sync.py
+run train 210 python3 benchmarks/train_throughput.py "${quick[@]}" --configs vp_cifar --steps 30 \
   --variants fp32 tf32 bf16+cl bf16+cl+compile
-run sampling 240 python3 benchmarks/sampling_throughput.py "${quick[@]}" --long-steps 50 \
+run sampling 330 python3 benchmarks/sampling_throughput.py "${quick[@]}" --long-steps 50 \
   --solvers 'pc 1000 (rd+langevin)' 'pc 1000 (em, no corrector)' 'dpm++ 3M 20' 'unipc bh2-3 20' \
-  --variants tf32 bf16 bf16+graphs fp16+graphs --likelihood-variants fp32 tf32 fp16 bf16
+  --variants tf32 bf16 bf16+graphs bf16+compile+graphs --likelihood-variants fp32 tf32 fp16 bf16

@@ -193,7 +193,7 @@ def _runtime():
   r.device = 'auto'               # auto | cpu | cuda
   r.amp = 'none'                  # none | bf16
   r.channels_last = False
-  r.compile = False               # torch.compile the network (training)
+  r.compile = False               # torch.compile the network (training and sampling)
   r.cuda_graphs = False           # replay the sampler's score evaluations from CUDA graphs
   r.deterministic = False         # torch.use_deterministic_algorithms (slower on GPU)
   return r

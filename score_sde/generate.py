@@ -5,6 +5,7 @@ before any work. The maths is in score_sde.sampling / guidance / classifier."""
 from __future__ import annotations
 
 import os
+import weakref
 
 import torch
 
@@ -156,7 +157,8 @@ def generate(config, model, num_samples: int, solver: str | None = None, progres
   gen = torch.Generator(device=device).manual_seed(s.seed if seed is None else seed)
   labels = labels_for(config, num_samples, device) if labels is None else labels
   out, nfe = [], 0
-  scorer = lambda y: _graphed(config, guided_score_fn(config, model, y, classifier), classifier)
+  net = compiled(config, model)
+  scorer = lambda y: _graphed(config, guided_score_fn(config, net, y, classifier), classifier)
   unlabelled = scorer(None) if labels is None else None  # one score (and its CUDA graphs) for all batches
   try:
     kwargs = solver_kwargs(config, solver)
@@ -176,6 +178,19 @@ def generate(config, model, num_samples: int, solver: str | None = None, progres
   except ValueError as e:
     raise UserError(str(e)) from None
   return torch.cat(out), nfe
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def compiled(config, model):
+  """`torch.compile(model)` when config.runtime.compile (made once per model), else the model.
+  The compiled module is called like the model and forwards its attributes."""
+  if not config.runtime.compile:
+    return model
+  if model not in _COMPILED:
+    _COMPILED[model] = torch.compile(model)
+  return _COMPILED[model]
 
 
 def _graphed(config, score_fn, classifier=None):

@@ -127,3 +127,28 @@ def test_real_cuda_graph_matches_eager():
   assert graphed.captures == 1 and graphed.replays == res.nfe
   torch.testing.assert_close(res.x, eager.x, rtol=1e-4, atol=1e-4)
 
+
+
+def test_generate_with_compile_key(monkeypatch):
+  """`runtime.compile` compiles the sampling model once per model (dynamo's eager backend here,
+  to keep the test fast); the samples match the plain ones."""
+  from score_sde import generate as gen_mod
+  from score_sde.models import create_model
+  from score_sde.sdes import get_sde
+  config = toy_config()
+  config.model.hidden, config.model.depth = 16, 1
+  config.sampling.batch_size, config.sampling.steps = 16, 4
+  model = create_model(config, get_sde(config)).eval()
+  real, calls = torch.compile, []
+
+  def eager_compile(module, **kw):
+    calls.append(module)
+    return real(module, backend='eager')
+  monkeypatch.setattr(torch, 'compile', eager_compile)
+  plain, _ = gen_mod.generate(config, model, 16, solver='dpm_solver')
+  config.runtime.compile = True
+  for _ in range(2):
+    fast, _ = gen_mod.generate(config, model, 16, solver='dpm_solver')
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+  assert calls == [model]
+  torch._dynamo.reset()
