@@ -33,8 +33,10 @@ def _mixture_score():
 
 @pytest.mark.parametrize('solver,steps,options', [
     ('pc', 20, {}), ('ddim', 10, {}), ('dpm_solver', 8, {'order': 3}),
-    ('unipc', 8, {}), ('heun', 6, {})])
+    ('unipc', 8, {}), ('heun', 6, {}), ('ddpm', 10, {}), ('ode', None, {'rtol': 1e-4, 'atol': 1e-4}),
+    ('sde', 10, {})])
 def test_graphed_samples_equal_eager(solver, steps, options):
+  """Every solver, torchdiffeq's `ode` and torchsde's `sde` included, sees the same numbers."""
   sde, score = _mixture_score()
   eager = sample(sde, score, (64, 2), solver, steps=steps, generator=torch.Generator().manual_seed(3), **options)
   graphed = GraphedScore(score, capture=fake_capture)
