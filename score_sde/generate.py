@@ -5,7 +5,6 @@ before any work. The maths is in score_sde.sampling / guidance / classifier."""
 from __future__ import annotations
 
 import os
-import weakref
 
 import torch
 
@@ -180,17 +179,16 @@ def generate(config, model, num_samples: int, solver: str | None = None, progres
   return torch.cat(out), nfe
 
 
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def compiled(config, model):
   """`torch.compile(model)` when config.runtime.compile (made once per model), else the model.
-  The compiled module is called like the model and forwards its attributes."""
+  The compiled module is called like the model and forwards its attributes. It is kept in the
+  model's `__dict__` (not a submodule, so state dicts are unchanged): a weak-keyed table would
+  never drop it, since the compiled module refers to the model."""
   if not config.runtime.compile:
     return model
-  if model not in _COMPILED:
-    _COMPILED[model] = torch.compile(model)
-  return _COMPILED[model]
+  if '_compiled_for_sampling' not in model.__dict__:
+    model.__dict__['_compiled_for_sampling'] = torch.compile(model)
+  return model.__dict__['_compiled_for_sampling']
 
 
 def _graphed(config, score_fn, classifier=None):

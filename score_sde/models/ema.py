@@ -8,7 +8,6 @@ from __future__ import annotations
 import torch
 
 
-
 class ExponentialMovingAverage:
   """theta_ema <- d theta_ema + (1 - d) theta, with the warm-up d = min(decay, (1+n)/(10+n))."""
 

@@ -52,8 +52,13 @@ class EDMDenoiser:
 def heun_grid(sde: SDE, steps: int, eps: float, rho: float = 7.0) -> list[float]:
   """The `steps + 1` times of `edm_sample`'s default grid: Karras et al. Eq. 5 in sigma_e from
   sigma_e(T) down to sigma_e(eps), mapped back to t (the ends are exactly T and eps)."""
+  return _named_grid(sde, steps, eps, rho)[0]
+
+
+def _named_grid(sde: SDE, steps: int, eps: float, rho: float):
+  """(times, sigma_e) of the default grid; the sigmas straight from Eq. 5 (no round trip via t)."""
   sig = karras_sigmas(sigma_edm(sde, eps), sigma_edm(sde, sde.T), steps, rho)
-  return [sde.T] + [time_of_sigma(sde, s) for s in sig[1:-1]] + [eps]
+  return [sde.T] + [time_of_sigma(sde, s) for s in sig[1:-1]] + [eps], sig
 
 
 def edm_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, eps: float = 1e-3,
@@ -70,9 +75,8 @@ def edm_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None,
   x `[B, ...]` at t and the denoiser's output D at the step's start (k-diffusion's convention).
   Returns x at t = 0 (or ts[-1]) `[B, ...]`.
   """
-  if ts is None:  # the named grid straight from Eq. 5 (no round trip through t)
-    sig = karras_sigmas(sigma_edm(sde, eps), sigma_edm(sde, sde.T), steps or 18, rho)
-    ts = [sde.T] + [time_of_sigma(sde, s) for s in sig[1:-1]] + [eps]
+  if ts is None:
+    ts, sig = _named_grid(sde, steps or 18, eps, rho)
   else:
     ts = check_times(sde, ts)
     sig = [sigma_edm(sde, t) for t in ts]
