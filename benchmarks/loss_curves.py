@@ -1,7 +1,8 @@
 """Do the speed variants train the same model? Loss curves of the real `Trainer` per variant.
 
 Trains a config (default the digits demo, whose data is embedded) from the same seed for
-`--steps` steps in each variant (fp32, bf16 autocast, bf16 + channels_last, ...) and prints a
+`--steps` steps in each variant (benchmarks.common.TRAIN_VARIANTS: fp32 with TF32 off, bf16
+autocast, bf16 + channels_last, ...) and prints a
 markdown table of the mean loss per window of `--window` steps, with each variant's difference
 from fp32 in units of its standard error: the per-step losses are noisy (a fresh t and noise per
 step), so "within noise" means |difference| below about 3 standard errors in every window.
@@ -13,7 +14,6 @@ Also the final EMA weights' relative distance from fp32's.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import os
 import sys
@@ -24,30 +24,15 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-
-VARIANTS = {  # name: (runtime.amp, channels_last, compile)
-    'fp32': ('none', False, False),
-    'bf16': ('bf16', False, False),
-    'bf16+cl': ('bf16', True, False),
-    'bf16+cl+compile': ('bf16', True, True),
-}
-
-
-def load_config(path: str):
-  spec = importlib.util.spec_from_file_location('curve_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from benchmarks.common import TRAIN_VARIANTS, apply_train_variant, load_config  # noqa: E402
 
 
 def curve(args, variant: str):
   """(per-step losses [steps], flat EMA weights, seconds) of one variant."""
   from score_sde.trainer import Trainer
   config = load_config(args.config)
-  amp, cl, comp = VARIANTS[variant]
-  config.runtime.device, config.runtime.amp = args.device, amp
-  config.runtime.channels_last, config.runtime.compile = cl, comp
-  config.data.num_workers = 0
+  apply_train_variant(config, variant)
+  config.runtime.device, config.data.num_workers = args.device, 0
   with tempfile.TemporaryDirectory() as wd:
     trainer = Trainer(config, wd)
     t0 = time.perf_counter()
@@ -70,12 +55,12 @@ def main(argv=None):
   p.add_argument('--config', default=os.path.join(ROOT, 'configs', 'digits.py'))
   p.add_argument('--steps', type=int, default=2000)
   p.add_argument('--window', type=int, default=250)
-  p.add_argument('--variants', nargs='*', default=['fp32', 'bf16', 'bf16+cl'])
+  p.add_argument('--variants', nargs='*', default=['fp32', 'bf16', 'bf16+cl'], choices=list(TRAIN_VARIANTS))
   p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
   args = p.parse_args(argv)
   runs = {v: curve(args, v) for v in dict.fromkeys(['fp32'] + args.variants)}
   ref_mean, ref_se = windows(runs['fp32'][0], args.window)
-  print(f'| steps | ' + ' | '.join(runs) + f' |  (mean loss per window; variants: change from fp32 in % and in standard errors; {args.device})')
+  print('| steps | ' + ' | '.join(runs) + f' |  (mean loss per window; variants: change from fp32 in % and in standard errors; {args.device})')
   print('|---' * (len(runs) + 1) + '|')
   for i in range(len(ref_mean)):
     cells = [f'{ref_mean[i]:.4f}']

@@ -22,7 +22,6 @@ network. CUDA unless --quick (a CPU smoke run of a tiny net).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import load_config  # noqa: E402
 
 # name: (solver, steps, options) at the recommended NFE of each paper / of our benchmark
 RUNS = {
@@ -64,13 +64,6 @@ def parse_args(argv=None):
     args.variants = [v for v in args.variants if v in ('fp32', 'bf16+graphs')]
     args.likelihood_variants = [v for v in args.likelihood_variants if v in ('fp32', 'fp16')]
   return args
-
-
-def load_config(path: str):
-  spec = importlib.util.spec_from_file_location('bench_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def build_model(args, device):

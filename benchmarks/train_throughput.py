@@ -18,7 +18,6 @@ Every variant runs `--warmup` steps, then `--steps` timed steps with one host sy
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import tempfile
@@ -29,22 +28,10 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from benchmarks.common import TRAIN_VARIANTS, apply_train_variant, load_config  # noqa: E402
 
-VARIANTS = {  # name: (runtime.amp, channels_last, compile, tf32)
-    'fp32': ('none', False, False, False),
-    'tf32': ('none', False, False, True),
-    'bf16': ('bf16', False, False, True),
-    'bf16+cl': ('bf16', True, False, True),
-    'bf16+cl+compile': ('bf16', True, True, True),
-}
+VARIANTS = TRAIN_VARIANTS
 CONFIGS = ('vp_cifar', 'subvp_cifar', 've_cifar', 'ddpm_cifar')
-
-
-def load_config(name: str):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs', name + '.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def random_data(config, n: int = 512):
@@ -58,10 +45,8 @@ def random_data(config, n: int = 512):
 
 def configure(name: str, variant: str, args):
   config = load_config(name)
-  amp, cl, comp, _ = VARIANTS[variant]
-  config.runtime.device, config.runtime.amp = args.device, amp
-  config.runtime.channels_last, config.runtime.compile = cl, comp
-  config.optim.fused = comp
+  apply_train_variant(config, variant)
+  config.runtime.device = args.device
   config.training.batch_size = args.batch
   config.data.num_workers = 0
   if args.quick:  # a tiny network of the same family, for a CPU smoke run
@@ -79,8 +64,6 @@ def measure(name: str, variant: str, args) -> dict:
   """steps/s and peak memory (GiB; CUDA only) of `args.steps` training steps."""
   from score_sde.trainer import Trainer
   config = configure(name, variant, args)
-  tf32 = VARIANTS[variant][3]
-  torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
   with tempfile.TemporaryDirectory() as wd, \
        mock.patch('score_sde.trainer._load_train_data', lambda c: random_data(c)):
     trainer = Trainer(config, wd)
