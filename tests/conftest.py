@@ -15,18 +15,20 @@ if ROOT not in sys.path:
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def _main(args) -> dict:
+  """Popen / run keywords of `python main.py ARGS` from the repository root on one CPU thread."""
+  return dict(args=[sys.executable, os.path.join(ROOT, 'main.py'), *map(str, args)], cwd=ROOT,
+              env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'), text=True)
+
+
 def start_main(*args) -> subprocess.Popen:
-  """`python main.py ARGS` from the repository root on one CPU thread (stdout/stderr piped)."""
-  env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-  return subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py'), *map(str, args)], cwd=ROOT,
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  """`python main.py ARGS` started (stdout/stderr piped)."""
+  return subprocess.Popen(stdout=subprocess.PIPE, stderr=subprocess.PIPE, **_main(args))
 
 
 def run_main(*args, timeout: float = 300) -> subprocess.CompletedProcess:
   """`python main.py ARGS` to completion (a hang fails after `timeout` seconds)."""
-  env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-  return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), *map(str, args)], cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(capture_output=True, timeout=timeout, **_main(args))
 
 
 @pytest.fixture(scope='module')
