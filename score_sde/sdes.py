@@ -83,12 +83,17 @@ class VPSDE(_GaussianPrior, SDE):
     return (i + 1) * self.T / self.N
 
   def log_mean_coeff(self, t: torch.Tensor) -> torch.Tensor:
-    """log alpha(t) = -int_0^t beta / 2."""
+    """log alpha(t) = -int_0^t beta / 2 <= 0, exactly 0 at t = 0 on every CPU: both terms of
+    the cosine form go through the same torch kernel in t's dtype (a Python `math.cos` constant
+    rounds differently from torch's on some CPUs, leaving +1e-20 at t = 0 and a NaN std), and
+    the result is clamped at 0, its maximum."""
     if self.schedule == 'linear':
-      return -0.25 * t ** 2 * (self.beta_1 - self.beta_0) - 0.5 * t * self.beta_0
-    s, u = self.COSINE_S, t * self.COSINE_T_MAX
-    c0 = math.log(math.cos(s / (1 + s) * math.pi / 2))
-    return torch.log(torch.cos((u + s) / (1 + s) * math.pi / 2)) - c0
+      lmc = -0.25 * t ** 2 * (self.beta_1 - self.beta_0) - 0.5 * t * self.beta_0
+    else:
+      s = self.COSINE_S
+      log_cos = lambda u: torch.log(torch.cos((u + s) / (1 + s) * math.pi / 2))
+      lmc = log_cos(t * self.COSINE_T_MAX) - log_cos(torch.zeros_like(t))
+    return lmc.clamp(max=0.0)
 
   def beta(self, t: torch.Tensor) -> torch.Tensor:
     """beta(t) = -2 d log alpha / dt, `[B]`."""
