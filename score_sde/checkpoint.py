@@ -10,6 +10,10 @@ holds a SHA-256 of its contents (every tensor's dtype, shape and bytes, and ever
 value, in a canonical order), verified on every load, so a damaged file is refused even
 alone. The SHA-256 of the file's bytes is also written beside it (`<name>.sha256`) and
 verified when present.
+
+Temporary files are made by score_sde.atomic (O_EXCL | O_NOFOLLOW, unpredictable names: a
+link planted in the folder is never written through). The newest checkpoint of a folder is the
+one with the largest step stored inside it, not in its name (`list_checkpoints`).
 """
 from __future__ import annotations
 
@@ -17,16 +21,19 @@ import glob
 import hashlib
 import io
 import json
+import logging
 import os
 import re
+import stat
+import warnings
 
 import torch
 
+from score_sde.atomic import TMP_MARK, atomic_file, finite_json, remove_partial_writes  # noqa: F401
 from score_sde.errors import UserError
 
 FORMAT = 'score_sde/1'
 _NAME = re.compile(r'checkpoint_(\d+)\.pth$')
-TMP_MARK = '.tmp.'
 
 
 class CheckpointError(UserError, ValueError):
@@ -57,32 +64,10 @@ def _feed(h, obj) -> None:
   else:
     h.update(f'{type(obj).__name__}:{obj!r}'.encode())
 
-def _fsync_dir(path: str) -> None:
-  try:
-    fd = os.open(path, os.O_RDONLY)
-  except OSError:
-    return
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-
 
 def _atomic_write(path: str, data: bytes) -> None:
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  tmp = f'{path}{TMP_MARK}{os.getpid()}'
-  try:
-    with open(tmp, 'wb') as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):  # a full disk or an interruption must not leave partial files
-      os.remove(tmp)
-    raise
-  _fsync_dir(folder)
+  with atomic_file(path) as f:
+    f.write(data)
 
 
 def save_checkpoint(path: str, state: dict) -> None:
@@ -96,11 +81,12 @@ def save_checkpoint(path: str, state: dict) -> None:
   _atomic_write(path + '.sha256', hashlib.sha256(data).hexdigest().encode())
 
 
-def save_arrays(path: str, **arrays) -> None:
-  """Atomically write named NumPy arrays as an .npz file (shards of resumable evaluations)."""
+def save_arrays(path: str, compressed: bool = False, **arrays) -> None:
+  """Atomically write named NumPy arrays as an .npz file (shards of resumable evaluations;
+  `compressed`: np.savez_compressed, for the outputs of --mode sample / inpaint)."""
   import numpy as np
   buf = io.BytesIO()
-  np.savez(buf, **arrays)
+  (np.savez_compressed if compressed else np.savez)(buf, **arrays)
   _atomic_write(path, buf.getvalue())
 
 
@@ -113,17 +99,20 @@ def save_npy(path: str, array) -> None:
 
 
 def save_json(path: str, obj) -> None:
-  """Atomically write `obj` as indented JSON."""
-  _atomic_write(path, (json.dumps(obj, indent=2) + '\n').encode())
+  """Atomically write `obj` as indented JSON. Non-finite floats (JSON has no NaN or Infinity)
+  are written as null, with a warning naming their keys; NumPy scalars and arrays as numbers
+  and lists."""
+  bad: list[str] = []
+  clean = finite_json(obj, '', bad)
+  if bad:
+    warnings.warn(f'{path}: non-finite values written as null: {", ".join(bad)}', stacklevel=2)
+  _atomic_write(path, (json.dumps(clean, indent=2, allow_nan=False) + '\n').encode())
 
 
 def read_checkpoint(path: str, map_location='cpu') -> dict:
   """Load a checkpoint of either format with `weights_only=True`, verify its checksum and
   strip DataParallel's `module.` prefix. Returns `{'model', 'ema', 'optimizer', 'step', ...}`."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'checkpoint not found: {path}')
-  with open(path, 'rb') as f:
-    data = f.read()
+  data = _read_regular(path)
   digest_file = path + '.sha256'
   if os.path.isfile(digest_file):
     with open(digest_file) as f:
@@ -140,8 +129,30 @@ def read_checkpoint(path: str, map_location='cpu') -> dict:
   if isinstance(integrity, dict) and integrity.get('sha256') != content_digest(state):
     raise CheckpointError(f'corrupt checkpoint {path}: its contents do not match the SHA-256 '
                           'stored inside it (damaged on disk or in transfer)')
+  step = state.get('step', 0)
+  if isinstance(step, torch.Tensor) and step.numel() == 1 and not step.is_floating_point():
+    step = state['step'] = int(step)
+  if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+    raise CheckpointError(f'bad checkpoint {path}: it records step {step!r}, not an integer >= 0 '
+                          '(a damaged or hand-edited file; delete it or move it away)')
   state['model'] = strip_prefix(state['model'])
   return state
+
+
+def _read_regular(path: str) -> bytes:
+  """The bytes of `path`, which must be a regular file (a FIFO or a device is never waited
+  on: it is opened non-blocking and refused)."""
+  try:
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0) | getattr(os, 'O_BINARY', 0))
+  except (FileNotFoundError, NotADirectoryError):
+    raise FileNotFoundError(f'checkpoint not found: {path}') from None
+  except IsADirectoryError:
+    raise CheckpointError(f'not a checkpoint {path}: it is a directory') from None
+  if not stat.S_ISREG(os.fstat(fd).st_mode):
+    os.close(fd)
+    raise CheckpointError(f'not a checkpoint {path}: not a regular file (a folder, a FIFO or a device)')
+  with os.fdopen(fd, 'rb') as f:
+    return f.read()
 
 
 def _load_failure(e: Exception) -> str:
@@ -153,29 +164,6 @@ def _load_failure(e: Exception) -> str:
     return 'the file is truncated or is not a PyTorch checkpoint'
   first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
   return first[:200]
-
-
-def remove_partial_writes(folder: str) -> list[str]:
-  """Delete temporary files left in `folder` by writers that were killed or ran out of disk
-  (`<name>.tmp.<pid>` whose process is gone). Returns the paths removed."""
-  removed = []
-  for path in glob.glob(os.path.join(folder, f'*{TMP_MARK}*')):
-    pid = path.rsplit(TMP_MARK, 1)[1]
-    if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
-      continue
-    os.remove(path)
-    removed.append(path)
-  return removed
-
-
-def _alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
 
 
 def strip_prefix(state_dict: dict, prefix: str = 'module.') -> dict:
@@ -209,17 +197,94 @@ def step_of(path: str) -> int | None:
   return int(m.group(1)) if m else None
 
 
+def _is_regular(path: str) -> bool:
+  try:
+    return stat.S_ISREG(os.stat(path).st_mode)
+  except OSError:  # a dangling link, say
+    return False
+
+
+_STORED: dict[tuple, tuple[int, bool] | None] = {}   # file version -> (stored step, ours)
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+  if message not in _WARNED:
+    _WARNED.add(message)
+    logging.warning(message)
+
+
+def stored_step(path: str) -> tuple[int, bool] | None:
+  """(the step recorded inside checkpoint `path`, whether it is in our format), or None when
+  that cannot be read (the full read says why). Only the file's index and pickle are read
+  (`torch.load(mmap=True)` maps the tensors without reading them), once per file version."""
+  try:
+    st = os.stat(path)
+  except OSError:
+    return None
+  key = (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+  if key not in _STORED:
+    try:
+      state = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+      step = state.get('step') if isinstance(state, dict) else None
+      step = int(step) if isinstance(step, (int, torch.Tensor)) and not isinstance(step, bool) else None
+      step = None if step is None or step < 0 else step  # a bad step: the full read refuses it
+      _STORED[key] = None if step is None else (step, state.get('format') == FORMAT)
+    except Exception:  # noqa: BLE001 - an unreadable file sorts by its name
+      _STORED[key] = None
+  return _STORED[key]
+
+
 def list_checkpoints(folder: str) -> list[tuple[int, str]]:
-  """`(step, path)` of every `checkpoint_<step>.pth` in folder, sorted by step."""
-  paths = glob.glob(os.path.join(folder, 'checkpoint_*.pth'))
-  return sorted((step_of(p), p) for p in paths if step_of(p) is not None)
+  """`(step, path)` of every `checkpoint_<n>.pth` in folder, sorted by the step stored inside
+  it: a file name is not trusted (a renamed copy sorts by what it holds; of two files with one
+  step, the one whose name agrees is the newer). A file of ours whose name disagrees with its
+  step, and anything named like a checkpoint that is not a regular file (a dangling link, a
+  folder, a FIFO; skipped), are reported as a warning. A file whose step cannot be read sorts
+  by its name (reading it fully says what is wrong)."""
+  found = []
+  for path in glob.glob(os.path.join(glob.escape(folder), 'checkpoint_*.pth')):
+    named = step_of(path)
+    if named is None:
+      continue
+    if not _is_regular(path):
+      _warn_once(f'skipping {path}: not a regular file (a dangling link, a folder or a FIFO)')
+      continue
+    stored = stored_step(path)
+    step = named if stored is None else stored[0]
+    if stored is not None and stored[1] and step != named:
+      _warn_once(f'{path} holds step {step}, not {named} as its name says (a renamed copy?); '
+                 f'it is ordered by step {step}')
+    found.append((step, step == named, named, path))
+  return [(step, path) for step, _, _, path in sorted(found)]
 
 
 def prune_checkpoints(folder: str, keep: int, protect=lambda step: False) -> None:
-  """Delete all but the newest `keep` checkpoints, sparing those `protect(step)` is true for."""
-  ckpts = list_checkpoints(folder)
+  """Delete all but the newest `keep` checkpoints (by stored step), sparing those `protect(step)`
+  is true for. Only files whose name agrees with their stored step (those we wrote) count or
+  are deleted: a renamed or foreign file is never pruned."""
+  ckpts = [(step, path) for step, path in list_checkpoints(folder) if step_of(path) == step]
   for step, path in ckpts[:max(len(ckpts) - keep, 0)]:
     if not protect(step):
       for p in (path, path + '.sha256'):
         if os.path.exists(p):
           os.remove(p)
+
+
+def non_finite_weights(state: dict) -> str | None:
+  """Which weights of a checkpoint state are not finite ("model weights ('key')" or "EMA weights
+  (tensor i)"), or None when every floating tensor of 'model' and the EMA is finite."""
+  model = {k: v for k, v in (state.get('model') or {}).items() if _floating(v)}
+  ema = [v for v in ((state.get('ema') or {}).get('shadow_params') or []) if _floating(v)]
+  tensors = list(model.values()) + ema
+  if not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+    return None
+  for k, v in model.items():
+    if not torch.isfinite(v).all():
+      return f"model weights ('{k}')"
+  i = next(i for i, v in enumerate(ema) if not torch.isfinite(v).all())
+  return f'EMA weights (tensor {i} of {len(ema)})'
+
+
+def _floating(v) -> bool:
+  return isinstance(v, torch.Tensor) and v.is_floating_point()

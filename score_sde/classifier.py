@@ -6,6 +6,8 @@ and the time label 999 t (the score_sde convention), and is trained by cross-ent
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -16,9 +18,39 @@ from score_sde.sdes import SDE
 from score_sde.utils import bcast, randn_like
 
 
+TIME_LABEL = 't999'  # the classifier's time conditioning (recorded in its checkpoints)
+
+
 def _time_label(t: torch.Tensor) -> torch.Tensor:
   """The classifier's time conditioning: score_sde's continuous label 999 t."""
-  return time_label('t999', None, t)
+  return time_label(TIME_LABEL, None, t)
+
+
+def classifier_metadata(sde: SDE) -> dict:
+  """What a classifier checkpoint records: the SDE it was trained with (`sde.describe()`), the
+  network kind and the time label, so that guiding a model of another SDE fails loudly."""
+  return {'sde': sde.describe(), 'network': 'noisy_classifier', 'time_label': TIME_LABEL}
+
+
+def check_classifier_metadata(meta: dict | None, sde: SDE, where: str) -> None:
+  """A one-line CheckpointError when classifier checkpoint metadata `meta` records another SDE
+  (name or parameters; N does not matter, t is continuous) or time label than `sde` / this
+  code's; a warning only for older files that record no SDE."""
+  from score_sde.checkpoint import CheckpointError
+  if not isinstance(meta, dict) or not isinstance(meta.get('sde'), dict):
+    logging.warning('%s does not record the SDE it was trained with (an older file): make sure it '
+                    'is %s', where, sde.name)
+    return
+  strip = lambda d: {k: v for k, v in d.items() if k != 'N'}
+  have, want = strip(meta['sde']), strip(sde.describe())
+  if have != want:
+    fmt = lambda d: d.get('name', '?') + '(' + ', '.join(f'{k}={d[k]}' for k in d if k != 'name') + ')'
+    raise CheckpointError(f'{where} holds a classifier trained with the SDE {fmt(have)} but the model '
+                          f'uses {fmt(want)}; train a classifier with the same training.sde and model '
+                          'parameters')
+  if meta.get('time_label', TIME_LABEL) != TIME_LABEL:
+    raise CheckpointError(f"{where} holds a classifier with time label {meta['time_label']!r}; this "
+                          f'code conditions classifiers on {TIME_LABEL!r}')
 
 
 class _ResBlock(nn.Module):
@@ -140,4 +172,5 @@ def create_classifier(config, flat: bool) -> nn.Module:
 
 
 __all__ = ['NoisyClassifier', 'MLPClassifier', 'classifier_loss', 'classifier_log_prob_fn',
-           'accuracy_by_noise_level', 'perturb', 'create_classifier']
+           'accuracy_by_noise_level', 'perturb', 'create_classifier', 'classifier_metadata',
+           'check_classifier_metadata', 'TIME_LABEL']

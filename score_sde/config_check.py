@@ -33,6 +33,11 @@ def _choice(options):
 POSITIVE_INT = _num(1, integer=True)
 NON_NEGATIVE_INT = _num(0, integer=True)
 PROBABILITY = _num(0.0, 1.0)
+SEED = (_num(0, 2**63 - 1, integer=True)[0], 'an integer in [0, 2**63 - 1]')  # within torch.manual_seed's
+GRAD_CLIP = ((lambda v: _num()[0](v) and v != 0),
+             'a finite number: > 0 clips the gradient norm there, negative (e.g. -1) turns clipping off')
+NOT_NAN_NON_NEGATIVE = ((lambda v: _num(0.0)[0](v) or v == float('inf')), 'a number >= 0 (inf allowed)')
+INF_ALLOWED = ('sampling.s_tmax',)  # keys where an infinite float means "no bound"
 
 
 def rules() -> dict:
@@ -60,7 +65,7 @@ def rules() -> dict:
       'sampling.eta': _num(0.0), 'sampling.order': _choice_int((1, 2, 3)),
       'sampling.eps': _num(0.0, 1.0, lo_open=True, hi_open=True),
       'sampling.batch_size': POSITIVE_INT, 'sampling.num_samples': POSITIVE_INT,
-      'sampling.guidance_scale': _num(), 'sampling.seed': NON_NEGATIVE_INT,
+      'sampling.guidance_scale': _num(), 'sampling.seed': SEED,
       'sampling.grid': _choice(('logsnr', 'time_uniform', 'karras', 'optimized')),
       'sampling.grid_pilot_batch': POSITIVE_INT, 'sampling.grid_max_knots': _num(2, integer=True),
       'sampling.grid_cache_dir': ((lambda v: isinstance(v, str)), 'a folder path (a string)'),
@@ -92,6 +97,11 @@ def rules() -> dict:
       'classifier.eval_batches': POSITIVE_INT, 'sampling.classifier_scale': _num(0.0),
       'inverse.num_images': POSITIVE_INT, 'inverse.random_fraction': PROBABILITY,
       'inverse.method': _choice(('', 'project', 'score')),
+      'seed': SEED, 'optim.grad_clip': GRAD_CLIP, 'sampling.label': _num(-1, integer=True),
+      'sampling.s_tmin': _num(0.0), 'sampling.s_tmax': NOT_NAN_NON_NEGATIVE,
+      'model.fourier_scale': _num(0.0, lo_open=True), 'model.init_scale': _num(0.0),
+      'model.hidden': POSITIVE_INT, 'model.depth': NON_NEGATIVE_INT,
+      'model.num_res_blocks': NON_NEGATIVE_INT,
   }
 
 
@@ -115,7 +125,18 @@ def validate(config) -> None:
       continue  # an older config without this key: its default applies
     if not check(value):
       raise ConfigError(f'config.{key} = {value!r}: must be {allowed}')
+  _check_finite(config)
   _check_relations(config)
+
+
+def _check_finite(config) -> None:
+  """Every float of the config (in tuples too) is finite, including keys without a rule above:
+  a NaN would pass any range check (comparisons with NaN are False)."""
+  for key in _flatten(config):
+    value = _get(config, key)
+    for v in value if isinstance(value, (tuple, list)) else (value,):
+      if isinstance(v, float) and not math.isfinite(v) and not (key in INF_ALLOWED and not math.isnan(v)):
+        raise ConfigError(f'config.{key} = {value!r}: must be finite')
 
 
 def _check_relations(config) -> None:
@@ -124,6 +145,10 @@ def _check_relations(config) -> None:
     raise ConfigError(f'config.model.beta_max = {m.beta_max} must be >= model.beta_min = {m.beta_min}')
   if m.sigma_max <= m.sigma_min:
     raise ConfigError(f'config.model.sigma_max = {m.sigma_max} must be > model.sigma_min = {m.sigma_min}')
+  label = config.sampling.label
+  if label >= d.num_classes:
+    raise ConfigError(f'config.sampling.label = {label}: must be -1 (one grid row per class) or a class '
+                      f'in [0, {d.num_classes - 1}] (data.num_classes = {d.num_classes})')
   from score_sde.models import network_spec
   if not network_spec(config).flat:
     levels = len(tuple(m.ch_mult))

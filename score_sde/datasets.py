@@ -25,8 +25,8 @@ from torch.utils.data import Dataset
 from score_sde import toy_data
 from score_sde.data.loader import InfiniteLoader
 from score_sde.data.readers import (IMAGE_EXTENSIONS, ImageFolderDataset, InMemoryDataset,
-                                    convert_channels, folder_labels, list_images, locate,
-                                    read_cifar_batch, read_idx, resize_uint8)
+                                    convert_channels, file_identities, folder_labels, list_images,
+                                    locate, read_cifar_batch, read_idx, resize_uint8)
 
 __all__ = ['DATASETS', 'get_dataset', 'load_split', 'get_data_scaler', 'get_data_inverse_scaler', 'dequantize',
            'InfiniteLoader', 'InMemoryDataset', 'ImageFolderDataset', 'data_range']
@@ -165,12 +165,20 @@ def _mnist(config, split: str) -> InMemoryDataset:
 def _image_folder(config, split: str) -> ImageFolderDataset:
   """Image files (IMAGE_EXTENSIONS, any depth) under <root>/train and <root>/test when both exist;
   otherwise all images under <root>, split 95/5 by a fixed permutation (numpy default_rng(0)).
-  Labels: the sorted class-subfolder index when every image is in a subfolder, else 0."""
+  Labels: the sorted class-subfolder index when every image is in a subfolder, else 0.
+  The splits are disjoint by construction: each real file is listed once (links followed, each
+  real folder entered once, see `list_images`), the walk of one split folder never enters the
+  other, and an image reachable from both train/ and test/ (a link) belongs to test only."""
   root = _root(config)
   split_dirs = [os.path.join(root, s) for s in SPLITS]
   if all(os.path.isdir(d) for d in split_dirs):
     bases = split_dirs
-    files = list_images(os.path.join(root, split))
+    train_dir, test_dir = split_dirs
+    files = list_images(test_dir, exclude=(train_dir,))
+    if split == 'train':
+      test_files = file_identities(files)
+      files = [f for f in list_images(train_dir, exclude=(test_dir,))
+               if file_identities([f]).isdisjoint(test_files)]
     labels = folder_labels(files, bases)
   else:
     bases = [root]

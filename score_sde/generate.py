@@ -10,7 +10,7 @@ import torch
 
 from score_sde import checkpoint as ckpt
 from score_sde import datasets
-from score_sde.errors import UserError
+from score_sde.errors import ConfigError, UserError
 from score_sde.graphed import GraphedScore
 from score_sde.models import data_shape, load_checkpoint
 from score_sde.sampling import SOLVERS, sample as run_sampler, solver_options
@@ -23,10 +23,13 @@ def ensure_writable(folder: str, what: str) -> str:
   whose result would be lost; a one-line UserError otherwise. Returns the folder."""
   try:
     os.makedirs(folder, exist_ok=True)
-    probe = os.path.join(folder, f'.write_test.{os.getpid()}')
-    with open(probe, 'wb') as f:
-      f.write(b'ok')
-    os.remove(probe)
+    from score_sde.atomic import create_temp  # O_EXCL | O_NOFOLLOW: never a planted link
+    fd, probe = create_temp(folder, 'write_test')
+    try:
+      os.write(fd, b'ok')
+    finally:
+      os.close(fd)
+      os.remove(probe)
   except OSError as e:
     blocker = _file_in_path(folder)
     if blocker is not None:
@@ -56,9 +59,18 @@ def load_eval_model(config, workdir: str, checkpoint: str = ''):
       raise UserError(f'no checkpoint in {ckpt_dir(workdir)}; train first (--mode train)')
     checkpoint = found[1]
   try:
-    return load_checkpoint(checkpoint, config, device=get_device(config)), checkpoint
+    model = load_checkpoint(checkpoint, config, device=get_device(config))
   except (ckpt.CheckpointError, FileNotFoundError) as e:
     raise UserError(str(e)) from None
+  bad = next((name for name, t in (*model.named_parameters(), *model.named_buffers())
+              if t.is_floating_point() and not torch.isfinite(t).all()), None)
+  if bad is not None:  # it would only sample NaN
+    from score_sde.workdir import last_good_checkpoint
+    good = last_good_checkpoint(workdir)
+    other = f'; last good checkpoint: {good} (pass it with --checkpoint)' if good else ''
+    raise ckpt.CheckpointError(f"checkpoint {checkpoint} has non-finite EMA weights ('{bad}'), "
+                               f'so every sample would be NaN{other}')
+  return model, checkpoint
 
 
 def solver_kwargs(config, solver: str) -> dict:
@@ -92,12 +104,16 @@ def optimized_times(config, model, solver: str, kwargs: dict, classifier, device
 
 
 def labels_for(config, num_samples: int, device):
-  """Class labels for conditional sampling or classifier guidance: config.sampling.label, or
-  one grid row per class."""
+  """Class labels `[num_samples]` for conditional sampling or classifier guidance:
+  config.sampling.label (a class in [0, num_classes)), or one grid row per class (label -1).
+  Any other label (num_classes is the classifier-free "no label" index) is a ConfigError."""
   if not config.model.class_conditional and config.sampling.classifier_scale <= 0:
     return None
-  n_cls = config.data.num_classes
-  if config.sampling.label >= 0:
+  n_cls, label = config.data.num_classes, config.sampling.label
+  if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < n_cls:
+    raise ConfigError(f'config.sampling.label = {label!r}: must be -1 (one grid row per class) or a '
+                      f'class in [0, {n_cls - 1}] (data.num_classes = {n_cls})')
+  if label >= 0:
     return torch.full((num_samples,), config.sampling.label, device=device, dtype=torch.long)
   return (torch.arange(num_samples, device=device) * n_cls // num_samples).long()
 
@@ -122,9 +138,11 @@ def guided_score_fn(config, model, y, classifier=None):
 def load_guidance_classifier(config, workdir: str, device):
   """The noisy classifier (EMA weights) for classifier guidance, or None when
   config.sampling.classifier_scale is 0; from sampling.classifier_checkpoint or the newest in
-  <workdir>/classifier/checkpoints."""
-  from score_sde.classifier import create_classifier
+  <workdir>/classifier/checkpoints. A classifier trained with another SDE (recorded in its
+  checkpoint) is a one-line UserError; an older file without the record, a warning."""
+  from score_sde.classifier import check_classifier_metadata, create_classifier
   from score_sde.models import load_state
+  from score_sde.sdes import get_sde
   if config.sampling.classifier_scale <= 0:
     return None
   path = config.sampling.classifier_checkpoint
@@ -136,16 +154,20 @@ def load_guidance_classifier(config, workdir: str, device):
     path = found[1]
   net = create_classifier(config, len(data_shape(config)) == 1)
   try:
-    load_state(net, ckpt.read_checkpoint(path), where=f'classifier checkpoint {path}')
+    state = ckpt.read_checkpoint(path)
+    check_classifier_metadata(state.get('meta'), get_sde(config), f'classifier checkpoint {path}')
+    load_state(net, state, where=f'classifier checkpoint {path}')
   except (ckpt.CheckpointError, FileNotFoundError, KeyError, ValueError) as e:
     raise UserError(str(e)) from None
   return net.to(device).eval()
 
 
 def generate(config, model, num_samples: int, solver: str | None = None, progress=None,
-             classifier=None, seed: int | None = None, labels=None):
+             classifier=None, seed: int | None = None, labels=None, check_finite: bool = True):
   """Samples `[n, ...]` in data space ([0, 1] for images) and the total NFE, in batches
-  (noise from `seed`, default sampling.seed; class labels `labels`, default `_labels_for`)."""
+  (noise from `seed`, default sampling.seed; class labels `labels`, default `_labels_for`).
+  A batch with a non-finite value is a one-line UserError naming the likely cause (NaN
+  weights, or a diverged solver) unless `check_finite` is False (one host sync per batch)."""
   solver = (solver or config.sampling.method).lower()
   if solver not in SOLVERS:
     raise UserError(f"unknown solver '{solver}'; choose one of: {', '.join(SOLVERS)}")
@@ -172,11 +194,25 @@ def generate(config, model, num_samples: int, solver: str | None = None, progres
         res = run_sampler(model.sde, score, (b,) + shape, solver,
                           steps=s.steps or None, generator=gen, device=device, eps=s.eps,
                           denoise=s.noise_removal, progress=progress, **kwargs)
+      if check_finite and not bool(torch.isfinite(res.x).all()):
+        raise UserError(non_finite_cause(model, classifier, f'batch {start // s.batch_size + 1}'))
       out.append(inverse(res.x.float()).cpu())
       nfe += res.nfe
   except ValueError as e:
     raise UserError(str(e)) from None
   return torch.cat(out), nfe
+
+
+def non_finite_cause(model, classifier=None, where: str = 'the results') -> str:
+  """The message for samples (`where`) with NaN / inf values: which network's weights are not
+  finite, else a diverged solver."""
+  for name, net in (('score model', model), ('guidance classifier', classifier)):
+    if net is not None and not all(bool(torch.isfinite(p).all()) for p in net.state_dict().values()
+                                   if torch.is_floating_point(p)):
+      return (f'sampling gave NaN / inf values ({where}): the {name} has non-finite weights '
+              '(a diverged or damaged checkpoint); use an earlier checkpoint')
+  return (f'sampling gave NaN / inf values ({where}) although the weights are finite: the '
+          'solver diverged; try more sampling.steps, another solver or a smaller guidance scale')
 
 
 def compiled(config, model):

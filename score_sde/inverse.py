@@ -37,6 +37,7 @@ import torch
 
 from score_sde.conventions import score_from_x0
 from score_sde.sampling import sample
+from score_sde.sampling.common import check_steps_and_shape
 from score_sde.sampling.pc import build_pc
 from score_sde.sdes import SDE
 from score_sde.utils import bcast, full_t, randn_like
@@ -49,16 +50,42 @@ COLOR_MATRIX = torch.tensor([
 KNOWN_MODES = ('state', 'mean')
 
 
+def check_observation(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+  """`y` with its unknown entries set to 0, after checking the inputs of an inverse problem: a
+  ValueError (one line) unless `mask` broadcasts to y's shape `[B, ...]` without enlarging it
+  (same number of dimensions or fewer, each size equal or 1), holds only 0 and 1 (no NaN), and
+  the known entries of y are finite (unknown ones may be anything, NaN included). One host sync."""
+  if not torch.is_tensor(y) or not torch.is_tensor(mask):
+    raise ValueError('inpainting needs tensors y [B, ...] and mask (broadcastable to y)')
+  if mask.ndim > y.ndim or any(m not in (1, n) for m, n in zip(mask.shape[::-1], y.shape[::-1])):
+    raise ValueError(f'mask of shape {tuple(mask.shape)} does not match images of shape '
+                     f'{tuple(y.shape)}: it must have their size (or 1) in every dimension')
+  m = mask.to(y.device)
+  known = (m != 0).expand(y.shape)
+  binary = ((m == 0) | (m == 1)).all()
+  finite = torch.isfinite(torch.where(known, y, torch.zeros((), dtype=y.dtype, device=y.device))).all()
+  ok = torch.stack([binary, finite]).tolist()  # the one host sync
+  if not ok[0]:
+    raise ValueError('the inpainting mask must hold only 0 (unknown) and 1 (known); it has other '
+                     'values (or NaN)')
+  if not ok[1]:
+    raise ValueError('the images to inpaint have non-finite (NaN / inf) values in their known '
+                     'pixels; fix the input or mark those pixels unknown (mask 0)')
+  return torch.where(known, y, torch.zeros((), dtype=y.dtype, device=y.device))
+
+
 def inpaint_score(sde: SDE, score_fn, y: torch.Tensor, mask: torch.Tensor, known: str = 'mean'):
   """`score_fn(x, t)` for sampling x_0 given `mask * x_0 = mask * y` (see the module docstring).
 
   Args:
-    y: the observation, shaped like x `[B, ...]` or broadcastable (unknown entries ignored).
-    mask: 1 where known, 0 where unknown; broadcastable to x (e.g. `[1, 1, H, W]`).
+    y: the observation, shaped like x `[B, ...]` (unknown entries ignored).
+    mask: 1 where known, 0 where unknown; broadcastable to y (e.g. `[1, 1, H, W]`).
     known: 'state' (model score at the current state) or 'mean' (known part set to alpha y).
+  Inputs are checked by `check_observation` (ValueError).
   """
   if known not in KNOWN_MODES:
     raise ValueError(f"unknown mode '{known}'; choose one of: {', '.join(KNOWN_MODES)}")
+  y = check_observation(y, mask)
 
   def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     m, obs = mask.to(x), y.to(x)
@@ -92,8 +119,12 @@ def inpaint(sde: SDE, score_fn, y: torch.Tensor, mask: torch.Tensor, solver: str
     score+mean, ddpm                     -0.40 / +0.12
     score+mean / state, ode              -0.68 / +0.26..0.34  (no relaxation at all)
   So use 'pc' with a Langevin corrector (snr ~0.3) for accurate inpainting.
+
+  Inputs are checked by `check_observation`: the mask must broadcast to y's shape and hold only
+  0 / 1, the known pixels of y must be finite (a ValueError otherwise).
   """
   method = method or ('project' if solver == 'pc' else 'score')
+  y = check_observation(y, mask)
   sample_kwargs = {**sample_kwargs, **(solver_options or {})}  # e.g. the ODE solver's 'method'
   if method == 'score':
     res = sample(sde, inpaint_score(sde, score_fn, y, mask, known), y.shape, solver, **sample_kwargs)
@@ -119,7 +150,10 @@ def pc_inpaint(sde: SDE, score_fn, y: torch.Tensor, mask: torch.Tensor, *, steps
                eps: float = 1e-3, denoise: bool = True, generator=None,
                predictor: str = 'reverse_diffusion', corrector: str = 'langevin',
                snr: float = 0.16, n_steps: int = 1) -> torch.Tensor:
-  """The paper's PC inpainter: project, correct, project, predict, on the PC grid; `[B, ...]`."""
+  """The paper's PC inpainter: project, correct, project, predict, on the PC grid; `[B, ...]`
+  (y `[B, ...]`, mask broadcastable to it; checked by `check_observation`)."""
+  y = check_observation(y, mask)
+  check_steps_and_shape(steps, y.shape)
   steps = steps or sde.N
   predict, correct, times = build_pc(sde, score_fn, steps, eps, predictor, corrector, snr, n_steps)
   y = y.expand(torch.broadcast_shapes(y.shape, mask.shape))
@@ -157,4 +191,5 @@ def colorize(sde: SDE, score_fn, grey: torch.Tensor, solver: str = 'pc', **inpai
   return couple(inpaint(sde, decoupled_score, y, mask, solver, **inpaint_kwargs))
 
 
-__all__ = ['inpaint_score', 'inpaint', 'pc_inpaint', 'colorize', 'decouple', 'couple', 'COLOR_MATRIX']
+__all__ = ['check_observation', 'inpaint_score', 'inpaint', 'pc_inpaint', 'colorize', 'decouple', 'couple',
+           'COLOR_MATRIX']

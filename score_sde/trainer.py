@@ -25,7 +25,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from score_sde import checkpoint as ckpt
 from score_sde import datasets, distributed, losses, optim
-from score_sde.classifier import classifier_loss, create_classifier
+from score_sde.classifier import (check_classifier_metadata, classifier_loss, classifier_metadata,
+                                  create_classifier)
 from score_sde.data.loader import mix_seed
 from score_sde.errors import TrainingError, UserError
 from score_sde.models import (ExponentialMovingAverage, check_metadata, checkpoint_metadata,
@@ -117,7 +118,7 @@ class Trainer:
 
   def metadata(self) -> dict:
     if self.task == 'classifier':
-      return {'sde': self.sde.describe(), 'network': 'noisy_classifier'}
+      return classifier_metadata(self.sde)
     return checkpoint_metadata(self.config, self.model)
 
   def save(self) -> str:
@@ -128,6 +129,7 @@ class Trainer:
     if self.saved_step == self.step:
       return path
     self.check_finite()  # never write weights trained through a non-finite loss
+    self._check_finite_weights()
     if not self.dist.is_main:  # rank 0 writes; the others wait until it has
       distributed.barrier(self.dist)
       self.saved_step = self.step
@@ -145,6 +147,14 @@ class Trainer:
     distributed.barrier(self.dist)
     return path
 
+  def _check_finite_weights(self) -> None:
+    """A TrainingError (nothing written) if the weights or the EMA are not finite (one sync)."""
+    bad = ckpt.non_finite_weights({'model': self.weights().state_dict(), 'ema': self.ema.state_dict()})
+    if bad is not None:
+      good = last_good_checkpoint(self.workdir, self.task)
+      raise TrainingError(f'non-finite {bad} at step {self.step}, not written; last good '
+                          f"checkpoint: {good or 'none'} (lower optim.lr or raise optim.warmup)")
+
   def restore(self) -> None:
     """Resume from the newest checkpoint of the workdir, if any (partial writes removed first)."""
     if self.dist.is_main:
@@ -156,13 +166,17 @@ class Trainer:
     hint = '(delete it to resume from an older one)'
     try:
       state = ckpt.read_checkpoint(found[1], map_location=self.device)
-    except (ckpt.CheckpointError, ValueError) as e:
+    except (ckpt.CheckpointError, ValueError, OSError) as e:
       raise UserError(f'cannot resume from {found[1]}: {e} {hint}') from None
+    bad = ckpt.non_finite_weights(state)
+    if bad is not None:  # training on would only write more non-finite checkpoints
+      good = last_good_checkpoint(self.workdir, self.task)
+      raise ckpt.CheckpointError(
+          f'cannot resume from {found[1]}: it has non-finite {bad}; last good checkpoint: '
+          f"{good or 'none'} (move the newer checkpoints out of {self.ckpt_dir} to resume from it)")
     # a run resumed with another SDE / network / convention would silently train garbage
     if self.task == 'classifier':
-      if state.get('meta') and state['meta'] != self.metadata():
-        raise ckpt.CheckpointError(f"checkpoint {found[1]} holds a classifier for {state['meta']} "
-                                   f'but the config gives {self.metadata()}')
+      check_classifier_metadata(state.get('meta'), self.sde, f'checkpoint {found[1]}')
     else:
       check_metadata(state.get('meta'), self.config, self.model, f'checkpoint {found[1]}')
     try:
@@ -283,16 +297,6 @@ class Trainer:
     t = distributed.gather_over_ranks(torch.cat([r[0] for r in self._vlb_records]), self.dist)
     values = distributed.gather_over_ranks(torch.cat([r[1] for r in self._vlb_records]), self.dist)
     self._resampler().update(t.cpu(), values.cpu())
-
-  def stop_requested(self, local: bool) -> bool:
-    """Whether any rank received a stop signal (all ranks must stop at the same step). With
-    several ranks this is agreed every training.log_freq steps (a collective and a host sync)."""
-    if not self.dist.enabled:
-      return local
-    if self.step % self.config.training.log_freq:
-      return False
-    flag = torch.tensor([1.0 if local else 0.0], device=self.device)
-    return bool(distributed.mean_over_ranks(flag, self.dist).item() > 0)
 
   def close(self) -> None:
     distributed.teardown(self.dist)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import torch
+
+from score_sde.atomic import atomic_file
 
 
 def image_grid(x: torch.Tensor, nrow: int | None = None, padding: int = 2,
@@ -43,9 +44,9 @@ def points_image(x: torch.Tensor, size: int = 256, lim: float | None = None) -> 
 def save_png(array: np.ndarray, path: str) -> None:
   """Write a uint8 `[H, W, C]` (C in 1, 3) array as PNG."""
   from PIL import Image
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   img = array[..., 0] if array.shape[-1] == 1 else array
-  Image.fromarray(img).save(path)
+  with atomic_file(path) as f:  # never written through a link planted at `path`
+    Image.fromarray(img).save(f, format='PNG')
 
 
 def save_samples_png(x: torch.Tensor, path: str, nrow: int | None = None) -> None:

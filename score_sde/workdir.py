@@ -1,10 +1,14 @@
-"""Where a run keeps its checkpoints in the workdir, and which of them to resume or trust."""
+"""Where a run keeps its checkpoints in the workdir, and which of them to resume or trust.
+
+The newest checkpoint is the one with the largest step stored inside it (`checkpoint.
+list_checkpoints` reads each file's step once, without its tensors): a renamed copy never
+passes for a newer state, and anything named like a checkpoint that is not a regular file
+(a dangling link, a folder, a FIFO) is skipped with a warning.
+"""
 from __future__ import annotations
 
 import math
 import os
-
-import torch
 
 from score_sde import checkpoint as ckpt
 
@@ -18,19 +22,21 @@ def ckpt_dir(workdir: str, task: str = 'score') -> str:
 
 
 def latest_checkpoint(workdir: str, task: str = 'score') -> tuple[int, str] | None:
+  """(stored step, path) of the newest checkpoint of the workdir, or None."""
   found = ckpt.list_checkpoints(ckpt_dir(workdir, task))
   return found[-1] if found else None
 
 
 def last_good_checkpoint(workdir: str, task: str = 'score') -> str | None:
-  """The newest checkpoint whose recorded loss and weights are finite (None if there is none)."""
+  """The newest checkpoint that reads and whose recorded loss, weights and EMA weights are
+  finite (None if there is none)."""
   for _, path in reversed(ckpt.list_checkpoints(ckpt_dir(workdir, task))):
     try:
       state = ckpt.read_checkpoint(path)
     except (ckpt.CheckpointError, OSError):
       continue
     loss = state.get('loss', 0.0)
-    if (loss is None or math.isfinite(loss)) and all(
-        torch.isfinite(v).all() for v in state['model'].values() if v.is_floating_point()):
+    finite_loss = loss is None or (isinstance(loss, (int, float)) and math.isfinite(loss))
+    if finite_loss and ckpt.non_finite_weights(state) is None:
       return path
   return None

@@ -4,9 +4,11 @@ Images are 8-bit: a pixel k in 0..255 is returned as float32 k / 255, so x lies 
 """
 from __future__ import annotations
 
+import collections
 import gzip
 import os
 import pickle
+import stat
 import struct
 from typing import Callable, Optional
 
@@ -15,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
+
+from score_sde.errors import UserError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp')
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: '>i2', 0x0C: '>i4', 0x0D: '>f4', 0x0E: '>f8'}
@@ -147,22 +151,113 @@ def read_idx(path: str) -> np.ndarray:
   return data.reshape(shape).copy()   # a writable array
 
 
+class UnsafeFileError(UserError, ValueError):
+  """A data file that holds more than its format allows (one line naming the file)."""
+
+
+def _latin1(text, encoding='latin1'):
+  """`_codecs.encode` as Python 3 protocol-2 pickles use it for bytes (latin-1 only)."""
+  if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
+    raise pickle.UnpicklingError(f'_codecs.encode with {type(text).__name__}, {encoding!r}')
+  return text.encode('latin1')
+
+
+def _cifar_globals() -> dict:
+  """The only globals a CIFAR-10 batch pickle may name: NumPy's array reconstructors (Python 2
+  and 3 pickles, protocols 2-5), ndarray, dtype, and latin-1 `_codecs.encode`."""
+  reconstruct = np.zeros(1).__reduce__()[0]
+  frombuffer = np.zeros(1).__reduce_ex__(5)[0]
+  return {**{(m, '_reconstruct'): reconstruct for m in ('numpy.core.multiarray', 'numpy._core.multiarray')},
+          **{(m, '_frombuffer'): frombuffer for m in ('numpy.core.numeric', 'numpy._core.numeric')},
+          ('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype, ('_codecs', 'encode'): _latin1}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+  """An unpickler that builds only dicts, lists, bytes, str, numbers and NumPy arrays: any other
+  global (a function or class a crafted file would run) is refused before it is looked up."""
+
+  def __init__(self, f, path: str):
+    super().__init__(f, encoding='bytes')
+    self.path, self.allowed = path, _cifar_globals()
+
+  def find_class(self, module: str, name: str):
+    if (module, name) not in self.allowed:
+      raise UnsafeFileError(f'{self.path}: refusing to unpickle {module}.{name}: not a CIFAR-10 '
+                            'batch (unsafe file; replace it with the one from the CIFAR-10 download)')
+    return self.allowed[(module, name)]
+
+
 def read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
-  """One CIFAR-10 python batch (a pickled dict; only open files you trust): uint8 images
-  `[N, 3, 32, 32]` (each row of b'data' is channel-major: R(1024) G(1024) B(1024)) and int64
-  labels `[N]`."""
-  with open(path, 'rb') as f:
-    batch = pickle.load(f, encoding='bytes')
-  data, labels = (batch.get(key.encode(), batch.get(key)) for key in ('data', 'labels'))
-  return np.asarray(data, np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels, np.int64)
+  """One CIFAR-10 python batch (a pickled dict, read by an unpickler that can build nothing but
+  dicts, lists, bytes, str, numbers and NumPy arrays): uint8 images `[N, 3, 32, 32]` (each row
+  of b'data' is channel-major: R(1024) G(1024) B(1024)) and int64 labels `[N]`. A file that is
+  anything else is a one-line error naming it."""
+  try:
+    with open(path, 'rb') as f:
+      batch = _CifarUnpickler(f, path).load()
+  except UnsafeFileError:
+    raise
+  except Exception as e:  # noqa: BLE001 - a truncated or foreign file
+    raise UnsafeFileError(f'{path}: not a readable CIFAR-10 batch ({type(e).__name__}: '
+                          f'{str(e)[:200]}); replace it with the one from the CIFAR-10 download') from None
+  data, labels = ((batch.get(key.encode(), batch.get(key)) for key in ('data', 'labels'))
+                  if isinstance(batch, dict) else (None, None))
+  if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+          and data.shape[1] == 3072) or not isinstance(labels, (list, np.ndarray)) \
+          or len(labels) != len(data) or not all(isinstance(v, (int, np.integer)) and 0 <= v < 10
+                                                 for v in labels):
+    raise UnsafeFileError(f"{path}: not a CIFAR-10 batch (needs b'data' uint8 [N, 3072] and "
+                          "b'labels' N ints in 0..9); replace it with the one from the CIFAR-10 download")
+  return data.reshape(-1, 3, 32, 32), np.asarray(labels, np.int64)
 
 
-def list_images(directory: str) -> list[str]:
-  """Sorted paths of the files under `directory` (recursively) with an IMAGE_EXTENSIONS suffix."""
-  found = []
-  for dirpath, _, filenames in os.walk(directory, followlinks=True):
-    found += [os.path.join(dirpath, f) for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS)]
+def _identity(path: str) -> tuple[int, int] | None:
+  """(st_dev, st_ino) of what `path` points to, or None (missing, a dangling link)."""
+  try:
+    st = os.stat(path)
+  except OSError:
+    return None
+  return st.st_dev, st.st_ino
+
+
+def list_images(directory: str, exclude: tuple[str, ...] = ()) -> list[str]:
+  """Sorted paths of the image files (regular files with an IMAGE_EXTENSIONS suffix; links
+  followed) under `directory`, recursively. Each real directory is entered once and each real
+  file listed once, under the first path a breadth-first walk in name order meets (the
+  shallowest), so a symlink loop neither hangs the walk nor repeats images; the directories
+  `exclude` (and their contents) are not entered."""
+  seen = {i for i in map(_identity, exclude) if i is not None}
+  files, found, queue = set(), [], collections.deque([directory])
+  while queue:
+    folder = queue.popleft()
+    ident = _identity(folder)
+    if ident is None or ident in seen:
+      continue
+    seen.add(ident)
+    try:
+      with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+      continue
+    subdirs = []
+    for entry in entries:
+      try:
+        st = os.stat(entry.path)
+      except OSError:  # a dangling link
+        continue
+      if stat.S_ISDIR(st.st_mode):
+        subdirs.append(entry.path)
+      elif (stat.S_ISREG(st.st_mode) and entry.name.lower().endswith(IMAGE_EXTENSIONS)
+            and (st.st_dev, st.st_ino) not in files):
+        files.add((st.st_dev, st.st_ino))
+        found.append(entry.path)
+    queue.extend(subdirs)
   return sorted(found)
+
+
+def file_identities(paths: list[str]) -> set[tuple[int, int]]:
+  """The (st_dev, st_ino) of each of `paths` (the real files, whatever links lead to them)."""
+  return {i for i in map(_identity, paths) if i is not None}
 
 
 def folder_labels(files: list[str], bases: list[str]) -> list[int]:
@@ -176,6 +271,14 @@ def folder_labels(files: list[str], bases: list[str]) -> list[int]:
     if len(parts) == 1:
       return [0] * len(files)
     tops.append(parts[0])
+  real = {os.path.realpath(b) for b in bases}
   classes = sorted({d for b in bases if os.path.isdir(b) for d in os.listdir(b)
-                    if os.path.isdir(os.path.join(b, d))})
+                    if os.path.isdir(os.path.join(b, d)) and not _ancestor_of(os.path.join(b, d), real)}
+                   | set(tops))
   return [classes.index(top) for top in tops]
+
+
+def _ancestor_of(folder: str, reals: set[str]) -> bool:
+  """Whether `folder` resolves to one of `reals` or to a folder above one (a symlink loop)."""
+  mine = os.path.join(os.path.realpath(folder), '')
+  return any(os.path.join(r, '').startswith(mine) for r in reals)

@@ -3,10 +3,13 @@ bits/dim shards, and the sample-quality report.
 
 Every shard is written to disk as soon as it is done (atomic writes, see score_sde.checkpoint)
 and a shard already on disk is reused, so a pre-empted evaluation resumes where it stopped.
-Sample shard i is drawn with its own seed, so a redrawn shard equals the lost one.
+Sample shard i is drawn with its own seed, so a redrawn shard equals the lost one. A shard is
+reused only if it was made with this run's settings (the folder's manifest, see
+score_sde.evaluation.manifest) and reads back with the expected shape, dtype and finite values.
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -36,34 +39,54 @@ def eval_checkpoints(config, folder: str) -> list[tuple[int, str]]:
 
 
 def eval_samples(config, sample_shard, out_dir: str) -> tuple[list[str], float]:
-  """config.eval.num_samples samples in shards of config.sampling.batch_size, one
+  """Exactly config.eval.num_samples samples in shards of config.sampling.batch_size, one
   `samples_<i>.npz` each under out_dir (images as uint8 `[B, C, H, W]`, vectors as float
   `[B, D]`, with the shard's NFE). `sample_shard(i, start, n) -> (x in data space, nfe)`.
-  Returns the files and the mean NFE per shard."""
+  A shard on disk is reused only if it reads back with the expected shape, dtype and finite
+  values (score_sde.evaluation.manifest); else it is redrawn. Returns the files and the mean
+  NFE per shard."""
+  from score_sde.evaluation.manifest import read_sample_shard
+  from score_sde.generate import write_output
+  from score_sde.models import data_shape
   n, bs = config.eval.num_samples, config.sampling.batch_size
+  shape = data_shape(config)
+  flat = len(shape) == 1
   files, nfes = [], []
   for i, start in enumerate(tqdm.trange(0, n, bs, desc='eval samples', dynamic_ncols=True)):
-    path = os.path.join(out_dir, f'samples_{i:05d}.npz')
-    if not os.path.exists(path):
-      x, nfe = sample_shard(i, start, min(bs, n - start))
-      x = x.numpy() if x.ndim == 2 else (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-      ckpt.save_arrays(path, samples=x, nfe=np.array(nfe))
+    path, size = os.path.join(out_dir, f'samples_{i:05d}.npz'), min(bs, n - start)
+    found = read_sample_shard(path, (size, *shape), flat)
+    if found is None:
+      x, nfe = sample_shard(i, start, size)
+      if not torch.isfinite(x).all():
+        raise UserError(f'shard {i} of the evaluation samples is not finite (NaN or inf): the '
+                        'checkpoint\'s weights are likely NaN (a diverged run); evaluate an '
+                        'earlier checkpoint')
+      x = x.numpy() if flat else (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+      write_output(path, lambda p: ckpt.save_arrays(p, samples=x, nfe=np.array(nfe)))
+      found = (x, nfe)
     files.append(path)
-    with np.load(path) as f:
-      nfes.append(int(f['nfe']))
+    nfes.append(found[1])
   return files, float(np.mean(nfes))
+
+
+def _samples(path: str) -> np.ndarray:
+  with np.load(path, allow_pickle=False) as f:
+    return f['samples']
 
 
 def reference_stats(config, workdir: str, inception, device):
   """Inception statistics (and features, for KID) of the training split, without random flips;
-  cached at config.eval.stats_path (default <workdir>/eval/<dataset>_<size>_train_stats.npz)."""
+  cached at config.eval.stats_path (default <workdir>/eval/<dataset>_<size>_train_stats.npz).
+  A given or cached file must hold finite `mu` [2048] and `sigma` [2048, 2048] (one-line
+  UserError otherwise)."""
+  from score_sde.evaluation.inception import POOL3_DIM
   from score_sde.evaluation.stats import _load_cache, load_or_compute_stats
   d = config.data
   path = config.eval.stats_path or os.path.join(
       workdir, 'eval', f'{d.dataset}_{d.image_size}_train_stats.npz')
   if os.path.exists(path):  # given or cached (without pool3 features KID is skipped)
     try:
-      return _load_cache(path)
+      return _load_cache(path, dim=POOL3_DIM)
     except ValueError as e:
       raise UserError(str(e)) from None
   cfg = config.copy_and_resolve_references()
@@ -75,23 +98,29 @@ def reference_stats(config, workdir: str, inception, device):
                                num_images=len(loader.dataset))
 
 
-def sample_quality(config, workdir: str, files: list[str], flat: bool, cache: dict, device) -> dict:
-  """FID / IS / KID of the sample files (images), or sliced-W2 and moment errors against the
-  test split (vectors). `cache` keeps the Inception network and reference statistics between
-  checkpoints."""
+def quality_reference(config, workdir: str, cache: dict, device) -> None:
+  """Load the Inception network and the reference statistics into `cache` (once), so that a
+  missing or bad file is reported before any sample is drawn."""
   from score_sde.evaluation.inception import load_inception
-  from score_sde.evaluation.report import image_quality, point_quality
-  if flat:
-    test = datasets.load_split(config, 'test')
-    return point_quality(np.concatenate([np.load(f)['samples'] for f in files]),
-                         torch.stack([test[i][0] for i in range(len(test))]).numpy())
   if 'inception' not in cache:
     try:
       cache['inception'] = load_inception(config.eval.inception_path, device)
     except (FileNotFoundError, ValueError) as e:
       raise UserError(str(e)) from None
     cache['reference'] = reference_stats(config, workdir, cache['inception'], device)
-  images = (torch.from_numpy(np.load(f)['samples']) for f in files)
+
+
+def sample_quality(config, workdir: str, files: list[str], flat: bool, cache: dict, device) -> dict:
+  """FID / IS / KID of the sample files (images), or sliced-W2 and moment errors against the
+  test split (vectors). `cache` keeps the Inception network and reference statistics between
+  checkpoints."""
+  from score_sde.evaluation.report import image_quality, point_quality
+  if flat:
+    test = datasets.load_split(config, 'test')
+    return point_quality(np.concatenate([_samples(f) for f in files]),
+                         torch.stack([test[i][0] for i in range(len(test))]).numpy())
+  quality_reference(config, workdir, cache, device)
+  images = (torch.from_numpy(_samples(f)) for f in files)
   return image_quality(images, config.eval.num_samples, cache['inception'], cache['reference'],
                        device, config.eval.kid_subset_size, fid_method=config.eval.fid_method)
 
@@ -138,6 +167,8 @@ def likelihood_values(config, model, flat: bool, cache_dir: str = '', generator=
   values are saved there as bpd_<i>.npy (vlb_<i>.npy) and reused. The noise comes from
   `generator` (one stream for all batches), or else from a generator per batch seeded by
   seed + i, so that a batch recomputed after a pre-emption equals the lost one."""
+  from score_sde.evaluation.manifest import read_values_shard
+  from score_sde.generate import write_output
   device = next(model.parameters()).device
   loader = datasets.InfiniteLoader(datasets.load_split(config, config.eval.bpd_dataset),
                                    config.eval.batch_size, seed=config.seed, shuffle=False,
@@ -145,26 +176,35 @@ def likelihood_values(config, model, flat: bool, cache_dir: str = '', generator=
   n_batches = loader.batches_per_epoch
   if config.eval.bpd_num_batches > 0:
     n_batches = min(n_batches, config.eval.bpd_num_batches)
-  values = []
+  values, stem = [], 'bpd' if method == 'ode' else 'vlb'
   for i in tqdm.tqdm(range(n_batches), desc=f'likelihood ({method})', dynamic_ncols=True):
     x, _ = next(loader)
-    stem = 'bpd' if method == 'ode' else 'vlb'
     cached = os.path.join(cache_dir, f'{stem}_{i:05d}.npy') if cache_dir else ''
-    if cached and os.path.exists(cached):
-      values.append(np.load(cached))
+    found = read_values_shard(cached, len(x)) if cached else None
+    if found is not None:
+      values.append(found)
       continue
     gen = generator or torch.Generator(device=device).manual_seed(config.seed + i)
     values.append(_batch_values(config, model, x, flat, gen, method, terms))
-    if cached:
-      ckpt.save_npy(cached, values[-1])
+    if not np.isfinite(values[-1]).all():  # never cached; the summary reports null
+      logging.warning('likelihood (%s) of batch %d is not finite for %d of %d examples: the '
+                      "checkpoint's weights may be NaN", method, i,
+                      int((~np.isfinite(values[-1])).sum()), len(x))
+    elif cached:
+      write_output(cached, lambda p: ckpt.save_npy(p, values[-1]))
   return np.concatenate(values)
 
 
-def summary(values: np.ndarray) -> tuple[float, float | None]:
-  """Mean and standard error (None for a single value) of per-example values."""
+def summary(values: np.ndarray) -> tuple[float | None, float | None]:
+  """Mean and standard error of per-example values: None for the error of a single value, and
+  None for both (with a warning) if any value is not finite (JSON has no NaN)."""
+  if not np.isfinite(values).all():
+    logging.warning('%d of %d likelihood values are not finite: reported as null',
+                    int((~np.isfinite(values)).sum()), len(values))
+    return None, None
   se = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
   return float(values.mean()), se
 
 
-__all__ = ['eval_checkpoints', 'eval_samples', 'reference_stats', 'sample_quality',
-           'likelihood_values', 'summary']
+__all__ = ['eval_checkpoints', 'eval_samples', 'reference_stats', 'quality_reference',
+           'sample_quality', 'likelihood_values', 'summary']

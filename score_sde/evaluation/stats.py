@@ -81,41 +81,56 @@ def compute_activations(images_iter: Iterable, model: nn.Module, device: str | t
   return Activations(*(np.concatenate(outputs[name]) for name in Activations._fields))
 
 
-def _load_cache(path: str) -> FeatureStats:
-  """Read and validate a stats `.npz`; any problem is one line naming the file."""
+def _load_cache(path: str, dim: int | None = None) -> FeatureStats:
+  """Read and validate a stats `.npz` (finite float `mu` `[D]`, `sigma` `[D, D]`, optional `pool3`
+  `[N, D]`; D == `dim` if given); any problem is one line naming the file."""
+  if not os.path.isfile(path):  # a folder, or a FIFO that would block
+    raise ValueError(f'Inception stats file {path} is not a regular file; give an .npz file')
   try:
     with np.load(path, allow_pickle=False) as data:
       arrays = {key: data[key] for key in data.files}
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+  except (OSError, ValueError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as err:
     reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if isinstance(err, (TypeError, AttributeError)):
+      reason = 'not an .npz archive'
     raise ValueError(f'corrupt Inception stats cache {path}: {reason}; delete it to recompute'
                      ) from None
-  mu, sigma, pool3 = arrays.get('mu'), arrays.get('sigma'), arrays.get('pool3')
-  problem = None
-  if mu is None or sigma is None:
-    problem = f"needs keys 'mu' and 'sigma', found {sorted(arrays)}"
-  elif mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-    problem = f'mu {mu.shape} and sigma {sigma.shape} do not match'
-  elif not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-    problem = 'mu or sigma is not finite'
-  elif pool3 is not None and (pool3.ndim != 2 or pool3.shape[1] != mu.shape[0]):
-    problem = f'pool3 {pool3.shape} does not match mu {mu.shape}'
+  problem = _stats_problem(arrays, dim)
   if problem:
     raise ValueError(f'corrupt Inception stats cache {path}: {problem}; delete it to recompute')
+  mu, sigma, pool3 = arrays['mu'], arrays['sigma'], arrays.get('pool3')
   return FeatureStats(mu.astype(np.float64), sigma.astype(np.float64), pool3)
 
 
+def _stats_problem(arrays: dict, dim: int | None) -> str | None:
+  """What is wrong with the arrays of a stats file, or None."""
+  mu, sigma, pool3 = arrays.get('mu'), arrays.get('sigma'), arrays.get('pool3')
+  if mu is None or sigma is None:
+    return f"needs keys 'mu' and 'sigma', found {sorted(arrays)}"
+  if any(a.dtype.kind not in 'fiu' for a in (mu, sigma, *([pool3] if pool3 is not None else []))):
+    return 'mu, sigma and pool3 must be real numbers'
+  if mu.ndim != 1 or mu.shape[0] < 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+    return f'mu {mu.shape} and sigma {sigma.shape} do not match'
+  if dim is not None and mu.shape[0] != dim:
+    return f'mu has dimension {mu.shape[0]}, the Inception features have {dim}'
+  if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+    return 'mu or sigma is not finite'
+  if pool3 is not None and (pool3.ndim != 2 or pool3.shape[1] != mu.shape[0]):
+    return f'pool3 {pool3.shape} does not match mu {mu.shape}'
+  if pool3 is not None and not np.isfinite(pool3).all():
+    return 'pool3 is not finite'
+  return None
+
+
 def _save_cache(path: str, stats: FeatureStats) -> None:
-  """Write the cache atomically (temporary file + rename), so a crash never leaves half a file."""
+  """Write the cache atomically (an O_EXCL temporary file + rename, score_sde.atomic), so a
+  crash never leaves half a file and a planted link is never written through."""
+  from score_sde.atomic import atomic_file
   arrays = {'mu': stats.mu, 'sigma': stats.sigma}
   if stats.pool3 is not None:
     arrays['pool3'] = stats.pool3
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'wb') as f:  # a file object stops np.savez from appending '.npz'
+  with atomic_file(path) as f:  # a file object stops np.savez from appending '.npz'
     np.savez(f, **arrays)
-  os.replace(tmp, path)
 
 
 def load_or_compute_stats(cache_path: str | os.PathLike | None,

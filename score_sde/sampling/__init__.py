@@ -6,10 +6,11 @@ progress, **options) -> x0`; each takes any `score_fn(x, t)` and runs on x's dev
 from __future__ import annotations
 
 import inspect
+import numbers
 
 import torch
 
-from score_sde.sampling.common import CountingScore, SampleResult, check_options
+from score_sde.sampling.common import CountingScore, SampleResult, check_options, check_steps_and_shape
 from score_sde.sampling.ddim import ddim_sample, ddpm_sample
 from score_sde.sampling.dpm_solver import dpm_solver_sample
 from score_sde.sampling.heun import edm_sample
@@ -72,13 +73,21 @@ def sample(sde: SDE, score_fn, shape, solver: str = 'pc', *, steps: int | None =
     options: solver-specific keywords (see `solver_options(solver)`).
   Returns:
     SampleResult with `.x` `[B, ...]`, `.nfe` and `.trajectory` (a list, or None).
+  Raises:
+    ValueError (one line) for a bad input: a batch of 0 or a size < 1 in `shape`, steps < 1,
+    eps outside [0, T), explicit `ts` that are not finite and strictly decreasing within (0, T],
+    a score_fn whose output does not have x's shape (checked on its first evaluation).
   """
   key = solver.lower()
   if key not in SOLVERS:
     raise ValueError(f"unknown solver '{solver}'; choose one of: {', '.join(SOLVERS)}")
   check_options(key, options, solver_options(key))
+  check_steps_and_shape(steps, shape if x_init is None else None)
+  if isinstance(eps, bool) or not (isinstance(eps, numbers.Real) and 0 <= eps < sde.T):
+    raise ValueError(f'eps = {eps!r}: must be a number in [0, T = {sde.T})')
   if x_init is not None:
     x = x_init.to(device) if device is not None else x_init
+    check_steps_and_shape(None, x.shape)
   else:
     device = device or (generator.device if generator is not None else 'cpu')
     x = sde.prior_sampling(tuple(shape), generator, device).to(device)

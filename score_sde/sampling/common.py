@@ -3,6 +3,8 @@ prediction for callbacks, time grids and the checks of explicit times and option
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 import torch
 
@@ -21,15 +23,22 @@ class SampleResult:
 
 
 class CountingScore:
-  """Wraps `score_fn(x, t)` and counts its (batched) evaluations."""
+  """Wraps `score_fn(x, t)` and counts its (batched) evaluations. The first evaluation's output
+  must have x's shape (a ValueError otherwise: a `[D]` or `[1, ...]` score would be silently
+  broadcast over the batch); shapes are host-side, so the check costs no device sync."""
 
   def __init__(self, score_fn):
     self.score_fn = score_fn
     self.nfe = 0
+    self._checked = False
 
   def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     self.nfe += 1
-    return self.score_fn(x, t)
+    out = self.score_fn(x, t)
+    if not self._checked:
+      check_score_shape(out, x)
+      self._checked = True
+    return out
 
   @property
   def score_and_variance(self):
@@ -79,12 +88,36 @@ def uniform_time_grid(sde: SDE, steps: int, eps: float, device) -> torch.Tensor:
   return torch.linspace(sde.T, eps, steps, device=device)
 
 
+def check_score_shape(out, x: torch.Tensor) -> None:
+  """A ValueError unless the score `out` is a tensor of x's shape `[B, ...]`."""
+  if not torch.is_tensor(out) or tuple(out.shape) != tuple(x.shape):
+    got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+    raise ValueError(f'score_fn(x, t) returned {got} for x of shape {tuple(x.shape)}; it must '
+                     "return a tensor of x's shape (one score per sample)")
+
+
+def check_steps_and_shape(steps, shape) -> None:
+  """A ValueError unless `steps` is None or an integer >= 1 and `shape` (None: taken from
+  x_init) is a non-empty sequence of integers >= 1 (a batch of at least one sample)."""
+  if steps is not None and (isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1):
+    raise ValueError(f'steps = {steps!r}: must be an integer >= 1 (or None for the solver default)')
+  if shape is None:
+    return
+  dims = tuple(shape.shape) if torch.is_tensor(shape) else tuple(shape)
+  if not dims or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in dims):
+    raise ValueError(f'shape = {dims}: must be [B, ...] with a batch B >= 1 and every size >= 1')
+
+
 def check_times(sde: SDE, ts, allow_zero_end: bool = False) -> list[float]:
-  """Explicit times `ts` (a sequence or a 1-D tensor) as a list of floats: at least 2, strictly
-  decreasing, within (0, T] (the last may be 0 if `allow_zero_end`); a ValueError otherwise."""
-  ts = [float(t) for t in (ts.tolist() if torch.is_tensor(ts) else ts)]
+  """Explicit times `ts` (a sequence or a 1-D tensor) as a list of floats: at least 2, finite,
+  strictly decreasing, within (0, T] (the last may be 0 if `allow_zero_end`); a ValueError
+  otherwise."""
+  try:
+    ts = [float(t) for t in (ts.tolist() if torch.is_tensor(ts) else ts)]
+  except (TypeError, ValueError):
+    raise ValueError(f'ts must be a 1-D sequence of times, got {ts!r:.80}') from None
   bad_end = len(ts) < 2 or ts[0] > sde.T or (ts[-1] < 0 if allow_zero_end else ts[-1] <= 0)
-  if bad_end or any(b >= a for a, b in zip(ts, ts[1:])):
+  if bad_end or not all(map(math.isfinite, ts)) or any(b >= a for a, b in zip(ts, ts[1:])):
     span = '[0' if allow_zero_end else '(0'
     raise ValueError(f'ts must be at least 2 strictly decreasing times in {span}, {sde.T}], got {ts[:5]}...')
   return ts

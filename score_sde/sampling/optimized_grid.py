@@ -22,7 +22,8 @@ minima; the coarse levels move whole regions first.) Cost: one reference solve, 
 runs (K = 20: 10.4k NFE, K = 100: 52k NFE). Deterministic given `seed`.
 
 Results are cached per (model key, SDE, solver and its options, K, eps, data shape, tuning) in
-memory and, with `cache_dir`, in `<cache_dir>/optimized_grids.json`.
+memory and, with `cache_dir`, in `<cache_dir>/optimized_grids.json` (validated when read back,
+written under a lock: `score_sde.sampling.grid_cache`).
 """
 from __future__ import annotations
 
@@ -30,12 +31,13 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import weakref
 
 import torch
 
+from score_sde.sampling import grid_cache
 from score_sde.sampling.dpm_solver import dpm_solver_sample
+from score_sde.sampling.grid_cache import CACHE_FILE
 from score_sde.sampling.grids import time_grid
 from score_sde.sampling.ode import ode_integrate, probability_flow_drift
 from score_sde.sampling.unipc import unipc_sample
@@ -43,7 +45,6 @@ from score_sde.sdes import SDE
 
 TUNABLE = {'dpm_solver': dpm_solver_sample, 'unipc': unipc_sample}
 GRID_OPTIONS = ('order', 'multistep', 'variant', 'lower_order_final')  # options that shape the error
-CACHE_FILE = 'optimized_grids.json'
 LOSSES = ('log', 'mse')
 _MEMORY: dict[str, list[float]] = {}
 
@@ -172,29 +173,6 @@ def cache_key(model_key: str, sde: SDE, solver: str, options: dict, steps: int, 
           f'knots={tuning.max_knots},loss={tuning.loss},tol={tuning.ref_tol!r},seed={tuning.seed}')
 
 
-def _read_cache(cache_dir) -> dict:
-  path = os.path.join(cache_dir, CACHE_FILE)
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except FileNotFoundError:
-    return {}
-  except (OSError, ValueError) as e:
-    raise ValueError(f'cannot read the grid cache {path}: {e}') from None
-
-
-def _write_cache(cache_dir, key: str, ts: list[float]) -> None:
-  """Merge key -> ts into the JSON cache (re-read first, replaced atomically)."""
-  os.makedirs(cache_dir, exist_ok=True)
-  table = _read_cache(cache_dir)
-  table[key] = ts
-  path = os.path.join(cache_dir, CACHE_FILE)
-  tmp = f'{path}.{os.getpid()}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(table, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
-
-
 def _resolve_key(score_fn, tuning: GridTuning) -> str | None:
   if tuning.key is not None:
     return tuning.key
@@ -244,19 +222,21 @@ def optimized_grid(sde: SDE, score_fn, solver: str, steps: int, eps: float, shap
   if key is not None and key in _MEMORY:
     return list(_MEMORY[key])
   if key is not None and tuning.cache_dir:
-    stored = _read_cache(tuning.cache_dir).get(key)
+    stored = grid_cache.lookup(tuning.cache_dir, key, steps, float(sde.T), eps)  # None if bad
     if stored is not None:
       _MEMORY[key] = stored
       return list(stored)
   if steps < 2:
     return time_grid(sde, steps, eps, 'logsnr')
+  if key is not None and tuning.cache_dir:
+    grid_cache.check_writable(tuning.cache_dir)  # fail before the tuning, not after
   gen = torch.Generator(device=device or 'cpu').manual_seed(tuning.seed)
   x_T = sde.prior_sampling((tuning.pilot_batch,) + tuple(shape), gen, device or 'cpu').to(dtype)
   ts = tune_grid(sde, score_fn, solver, steps, eps, x_T, options, tuning)[0]
   if key is not None:
     _MEMORY[key] = ts
     if tuning.cache_dir:
-      _write_cache(tuning.cache_dir, key, ts)
+      grid_cache.merge(tuning.cache_dir, key, ts)
   return list(ts)
 
 
