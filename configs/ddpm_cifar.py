@@ -1,6 +1,6 @@
 """DDPM (Ho et al. 2020) on CIFAR-10: discrete-time VP, L_simple, ancestral sampling
 (score_sde_pytorch `configs/vp/ddpm/cifar10.py`)."""
-from configs.default import get_default_config
+from score_sde.configs.default import get_default_config
 
 
 def get_config():

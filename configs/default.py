@@ -10,22 +10,22 @@ import ml_collections
 
 
 def _training():
-  t = ml_collections.ConfigDict()
+  t = ml_collections.ConfigDict()  # the SDE, the loss, steps and checkpoints
   t.sde = 'vpsde'                 # vpsde | subvpsde | vesde
-  t.batch_size = 128
-  t.n_iters = 1300001
-  t.snapshot_freq = 50000         # permanent checkpoints
-  t.snapshot_freq_for_preemption = 10000  # rolling checkpoint
+  t.batch_size = 128              # global batch of a step (split over ranks and grad_accum)
+  t.n_iters = 1300001             # train until this step (a resumed run continues to it)
+  t.snapshot_freq = 50000         # a permanent checkpoint every k steps
+  t.snapshot_freq_for_preemption = 10000  # a rolling checkpoint every k steps (for resuming)
   t.keep_checkpoints = 3          # how many rolling checkpoints to keep
-  t.log_freq = 50
+  t.log_freq = 50                 # log the loss every k steps (TensorBoard and the progress line)
   t.sample_freq = 0               # write a sample grid every k steps (0: only at snapshots)
-  t.snapshot_sampling = True
-  t.continuous = True
-  t.reduce_mean = False
-  t.likelihood_weighting = False
+  t.snapshot_sampling = True      # write a sample grid at every permanent checkpoint
+  t.continuous = True             # t in [eps, T]; False: the discrete DDPM / SMLD chain
+  t.reduce_mean = False           # average the loss over the data dimensions (False: sum)
+  t.likelihood_weighting = False  # weight the DSM loss by g(t)^2 (maximum likelihood training)
   t.importance_sampling = False   # with likelihood weighting: sample t ~ g^2/std^2
   t.p_uncond = 0.0                # classifier-free label dropout probability
-  t.nan_policy = 'stop'           # stop | skip
+  t.nan_policy = 'stop'           # on a non-finite loss: stop | skip the step
   t.max_nan_skips = 20            # nan_policy=skip: stop after this many non-finite losses in a row
   t.eps = 1e-5                    # smallest training time
   t.grad_accum = 1                # micro-batches per step; batch_size is the global batch
@@ -37,74 +37,75 @@ def _training():
 
 
 def _sampling():
-  s = ml_collections.ConfigDict()
+  s = ml_collections.ConfigDict()  # the solver and its options
   s.method = 'pc'                 # solver name, see score_sde.sampling.SOLVERS
-  s.predictor = 'reverse_diffusion'
-  s.corrector = 'langevin'
-  s.snr = 0.16
-  s.n_steps_each = 1
-  s.noise_removal = True
+  s.predictor = 'reverse_diffusion'  # pc: predictor (score_sde.sampling.PREDICTORS)
+  s.corrector = 'langevin'        # pc: corrector (score_sde.sampling.CORRECTORS)
+  s.snr = 0.16                    # pc: signal-to-noise ratio of the Langevin corrector
+  s.n_steps_each = 1              # pc: corrector steps per predictor step
+  s.noise_removal = True          # end with a denoising step at t = eps (Tweedie)
   s.probability_flow = False      # pc: integrate the probability-flow ODE (no noise)
-  s.steps = 0                     # 0: use sde.N
-  s.ode_method = 'dopri5'
-  s.rtol = 1e-5
-  s.atol = 1e-5
-  s.eta = 0.0                     # ddim
-  s.order = 2                     # dpm_solver
+  s.steps = 0                     # solver steps (0: sde.N)
+  s.ode_method = 'dopri5'         # ode: torchdiffeq method
+  s.rtol = 1e-5                   # ode / sde: relative tolerance of adaptive methods
+  s.atol = 1e-5                   # ode / sde: absolute tolerance of adaptive methods
+  s.eta = 0.0                     # ddim: noise scale (0: deterministic DDIM, 1: DDPM-like)
+  s.order = 2                     # dpm_solver: order 1, 2 or 3
   s.grid = 'logsnr'               # dpm_solver, unipc: logsnr | time_uniform | karras | optimized
                                   # (tuned on the model's own PF-ODE; score_sde.sampling.optimized_grid)
   s.grid_pilot_batch = 64         # optimized grid: prior draws it is tuned on
   s.grid_max_knots = 16           # optimized grid: knots of its log-SNR warp (tuning cost grows with it)
   s.grid_cache_dir = ''           # optimized grid: JSON cache folder ('' = memory only)
-  s.multistep = True              # dpm_solver
+  s.multistep = True              # dpm_solver: multistep (True) or singlestep updates
   s.unipc_variant = 'bh2'         # unipc: bh1 | bh2 (order and grid as dpm_solver)
   s.variance = 'auto'             # ddpm: auto (learned if the model has it, else small) |
                                   # small (beta tilde) | large (beta) | learned
   s.rho = 7.0                     # heun: Karras grid exponent
   s.s_churn = 0.0                 # heun: stochastic churn (Karras et al. 2022, Alg. 2)
-  s.s_tmin = 0.0
-  s.s_tmax = 1e30
-  s.s_noise = 1.0
+  s.s_tmin = 0.0                  # heun: churn only for noise levels in [s_tmin, s_tmax]
+  s.s_tmax = 1e30                 # heun: upper end of the churn range
+  s.s_noise = 1.0                 # heun: noise inflation of the churn step
   s.sde_method = 'euler'          # sde: torchsde method (euler | milstein | srk)
-  s.eps = 1e-3
-  s.batch_size = 64
-  s.num_samples = 64
-  s.guidance_scale = 1.0
+  s.eps = 1e-3                    # smallest time the samplers integrate to
+  s.batch_size = 64               # samples per batch
+  s.num_samples = 64              # samples written by --mode sample
+  s.guidance_scale = 1.0          # classifier-free guidance w (1: conditional, 0: uncond.)
   s.label = -1                    # -1: one grid row per class when conditional
   s.classifier_scale = 0.0        # > 0: classifier guidance with the noisy classifier
   s.classifier_checkpoint = ''    # default: newest in <workdir>/classifier/checkpoints
-  s.seed = 0
+  s.seed = 0                      # seed of the sampling noise
   return s
 
 
 def _eval():
   e = ml_collections.ConfigDict()  # --mode eval (and the batch size of --mode likelihood)
-  e.batch_size = 256
+  e.batch_size = 256              # batch of sampling and of the bits/dim pass
   e.num_samples = 50000           # samples per checkpoint for FID / IS / KID (toys: sliced W2)
   e.begin_ckpt = 0                # checkpoints whose step is in [begin_ckpt, end_ckpt]
   e.end_ckpt = -1                 # -1: no end
-  e.enable_sampling = True
+  e.enable_sampling = True        # sample and compute FID / IS / KID (toys: sliced W2)
   e.enable_bpd = True             # test-split bits/dim through the probability-flow ODE
   e.solver = ''                   # sampler for --mode eval ('' = sampling.method)
   e.stats_path = ''               # dataset Inception stats (.npz); default <workdir>/eval/
-  e.kid_subset_size = 1000
+  e.kid_subset_size = 1000        # KID: samples per subset
   e.fid_method = 'sqrtm'          # sqrtm (as pytorch-fid / TTUR) | eig
-  e.bpd_dataset = 'test'
-  e.bpd_num_batches = 0           # 0: the whole split
-  e.bpd_divergence = 'hutchinson'
+  e.bpd_dataset = 'test'          # split for bits/dim: train | test
+  e.bpd_num_batches = 0           # bits/dim on this many batches (0: the whole split)
+  e.bpd_divergence = 'hutchinson'  # PF-ODE divergence: hutchinson (stochastic trace) | exact
   e.bpd_amp = 'none'              # none | fp16 (autocast of the network, ~2x on tensor cores) | bf16 (biased)
   e.bpd_method = 'ode'            # ode (PF-ODE, dequantised) | vlb (DDPM bound) | both
   e.vlb_steps = 0                 # vlb: steps of the strided chain (0: all N; fewer: looser)
-  e.inception_path = ''
+  e.inception_path = ''           # Inception-v3 weights file (FID / IS / KID; no download)
   return e
 
 
 def _classifier():
-  c = ml_collections.ConfigDict()  # --mode train_classifier (noisy classifier for guidance);
-  c.ch = 64                       # it trains with the training.* and optim.* keys
-  c.levels = 3                    # conv classifier width / number of levels (images)
-  c.hidden = 128                  # MLP classifier (2-D toys)
-  c.depth = 3
+  c = ml_collections.ConfigDict()  # --mode train_classifier (noisy classifier for guidance;
+                                   # it trains with the training.* and optim.* keys)
+  c.ch = 64                       # conv classifier (images): base width
+  c.levels = 3                    # conv classifier (images): number of resolution levels
+  c.hidden = 128                  # MLP classifier (2-D toys): hidden width
+  c.depth = 3                     # MLP classifier (2-D toys): hidden layers
   c.eval_batches = 4              # accuracy per noise level (TensorBoard) on this many test batches
   return c
 
@@ -112,7 +113,7 @@ def _classifier():
 def _inverse():
   i = ml_collections.ConfigDict()  # --mode inpaint / colorize
   i.source = ''                   # '' = the test split; or a .npy/.npz/.png file of images
-  i.num_images = 8
+  i.num_images = 8                # how many images to inpaint / colorize
   i.mask = 'center'               # inpaint: center | left | random | a mask file (1 = known)
   i.random_fraction = 0.5         # mask 'random': fraction of known pixels
   i.method = ''                   # '' = 'project' for pc (the paper's), 'score' for other solvers
@@ -120,79 +121,79 @@ def _inverse():
 
 
 def _data():
-  d = ml_collections.ConfigDict()
+  d = ml_collections.ConfigDict()  # dataset, image shape and scaling
   d.dataset = 'digits'            # see score_sde.datasets.DATASETS
-  d.root = ''
-  d.image_size = 16
-  d.num_channels = 1
-  d.random_flip = False
+  d.root = ''                     # dataset folder (not needed for digits and 2-D toys)
+  d.image_size = 16               # height = width of the images
+  d.num_channels = 1              # image channels (2-D toys: 2 coordinates)
+  d.random_flip = False           # random horizontal flips of training images
   d.centered = True               # True: data in [-1, 1]; False: [0, 1]
-  d.uniform_dequantization = False
-  d.num_classes = 10
-  d.num_workers = 0
+  d.uniform_dequantization = False  # add uniform noise of one intensity level to training images
+  d.num_classes = 10              # number of class labels (class-conditional models, classifiers)
+  d.num_workers = 0               # DataLoader worker processes (0: in the main process)
   d.toy_size = 20000              # number of points drawn for 2-D toy data
   return d
 
 
 def _model():
-  m = ml_collections.ConfigDict()
+  m = ml_collections.ConfigDict()  # network, its SDE constants and its EMA
   m.name = 'unet'                 # see score_sde.models.NETWORKS
   m.parameterization = 'auto'     # auto | eps | score | x0
   m.time_label = 'auto'           # auto | t999 | sigma | index | t
   m.conditional = True            # time conditioning (NCSN++ naming)
   m.class_conditional = False     # take a class label y
-  m.sigma_min = 0.01
-  m.sigma_max = 50.
-  m.num_scales = 1000
-  m.beta_min = 0.1
-  m.beta_max = 20.
+  m.sigma_min = 0.01              # VE SDE: smallest noise level
+  m.sigma_max = 50.               # VE SDE: largest noise level
+  m.num_scales = 1000             # N, steps of the discrete chain / discretisation of the SDE
+  m.beta_min = 0.1                # VP / sub-VP SDE: beta(0)
+  m.beta_max = 20.                # VP / sub-VP SDE: beta(1)
   m.schedule = 'linear'           # VP only: linear | cosine
   m.learn_sigma = False           # also output IDDPM's learned variance (mlp, unet, ddpm, ncsnpp)
-  m.ema_rate = 0.9999
-  m.dropout = 0.1
-  m.nf = 128
-  m.ch_mult = (1, 2, 2, 2)
-  m.num_res_blocks = 4
-  m.attn_resolutions = (16,)
-  m.resamp_with_conv = True
-  m.normalization = 'GroupNorm'
-  m.nonlinearity = 'swish'
-  m.scale_by_sigma = False
-  m.embedding_type = 'positional'
-  m.fourier_scale = 16.
-  m.init_scale = 0.
-  m.fir = False
-  m.fir_kernel = (1, 3, 3, 1)
-  m.skip_rescale = True
-  m.resblock_type = 'biggan'
-  m.progressive = 'none'
-  m.progressive_input = 'none'
-  m.progressive_combine = 'sum'
-  m.attention_type = 'ddpm'        # the only kind score_sde_pytorch's networks use
-  m.conv_size = 3                 # likewise (kept so that its configs translate one-to-one)
-  m.hidden = 256                  # MLP
-  m.depth = 3                     # MLP
+  m.ema_rate = 0.9999             # decay of the EMA of the weights (used to sample)
+  m.dropout = 0.1                 # dropout probability
+  m.nf = 128                      # base number of channels
+  m.ch_mult = (1, 2, 2, 2)        # channel multiplier of each resolution level
+  m.num_res_blocks = 4            # residual blocks per resolution level
+  m.attn_resolutions = (16,)      # resolutions with self-attention
+  m.resamp_with_conv = True       # convolutions in up- and downsampling
+  m.normalization = 'GroupNorm'   # normalisation layer (NCSN++: GroupNorm)
+  m.nonlinearity = 'swish'        # activation: swish | relu | lrelu | elu
+  m.scale_by_sigma = False        # divide the output by sigma(t) (NCSN++ on VE)
+  m.embedding_type = 'positional'  # time embedding: positional | fourier (NCSN++)
+  m.fourier_scale = 16.           # scale of the Gaussian Fourier time features
+  m.init_scale = 0.               # initial scale of the residual branches (NCSN++; 0: near zero)
+  m.fir = False                   # FIR-filtered up- and downsampling (NCSN++)
+  m.fir_kernel = (1, 3, 3, 1)     # the FIR kernel
+  m.skip_rescale = True           # scale skip connections by 1/sqrt(2) (NCSN++)
+  m.resblock_type = 'biggan'      # residual block: ddpm | biggan (NCSN++)
+  m.progressive = 'none'          # output pyramid: none | output_skip | residual (NCSN++)
+  m.progressive_input = 'none'    # input pyramid: none | input_skip | residual (NCSN++)
+  m.progressive_combine = 'sum'   # how the pyramid joins: sum | cat (NCSN++)
+  m.attention_type = 'ddpm'       # attention block (only ddpm, as score_sde_pytorch)
+  m.conv_size = 3                 # convolution size (only 3; as score_sde_pytorch's configs)
+  m.hidden = 256                  # MLP: hidden width
+  m.depth = 3                     # MLP: hidden layers
   return m
 
 
 def _optim():
-  o = ml_collections.ConfigDict()
-  o.optimizer = 'Adam'
-  o.lr = 2e-4
-  o.beta1 = 0.9
-  o.eps = 1e-8
-  o.weight_decay = 0.
-  o.warmup = 5000
-  o.grad_clip = 1.
+  o = ml_collections.ConfigDict()  # optimiser and learning-rate schedule
+  o.optimizer = 'Adam'            # Adam | AdamW
+  o.lr = 2e-4                     # learning rate after warm-up
+  o.beta1 = 0.9                   # Adam's beta1
+  o.eps = 1e-8                    # Adam's epsilon
+  o.weight_decay = 0.             # weight decay
+  o.warmup = 5000                 # steps of linear learning-rate warm-up (0: none)
+  o.grad_clip = 1.                # clip the gradient norm to this (< 0: no clipping)
   o.fused = True                  # fused Adam on CUDA
   return o
 
 
 def _runtime():
-  r = ml_collections.ConfigDict()
+  r = ml_collections.ConfigDict()  # device and speed settings
   r.device = 'auto'               # auto | cpu | cuda
   r.amp = 'none'                  # none | bf16
-  r.channels_last = False
+  r.channels_last = False         # channels-last layout of images (faster on GPUs)
   r.compile = False               # torch.compile the network (training and sampling)
   r.cuda_graphs = False           # replay the sampler's score evaluations from CUDA graphs
   r.deterministic = False         # torch.use_deterministic_algorithms (slower on GPU)
@@ -210,6 +211,6 @@ def get_default_config():
   config.model = _model()
   config.optim = _optim()
   config.runtime = _runtime()
-  config.seed = 42
+  config.seed = 42                # seed of the initial weights, data order, training noise
   config.lock()
   return config

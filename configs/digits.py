@@ -2,7 +2,7 @@
 
 Trains to recognisable digits on a 2-core CPU in a few minutes (no download needed).
 """
-from configs.default import get_default_config
+from score_sde.configs.default import get_default_config
 
 
 def get_config():

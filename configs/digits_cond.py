@@ -1,7 +1,7 @@
 """Class-conditional digits for classifier-free guidance (Ho & Salimans 2022): the label is
 dropped to the null class with probability p_uncond during training. Sample one grid row per
 class with `--config.sampling.guidance_scale=w` (w = 1 conditional, w = 0 unconditional)."""
-from configs.digits import get_config as _digits
+from score_sde.configs.digits import get_config as _digits
 
 
 def get_config():

@@ -1,7 +1,7 @@
 """NCSNv2 (Song & Ermon 2020) on CIFAR-10: discrete VE (SMLD) with 232 geometric noise levels
 from 50 to 0.01, annealed Langevin dynamics (5 steps per level, snr 0.176)
 (score_sde_pytorch `configs/ve/ncsnv2/cifar10.py`)."""
-from configs.default import get_default_config
+from score_sde.configs.default import get_default_config
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """DDPM++ cont. (sub-VP) on CIFAR-10 (Song et al. 2021, ICLR, Table 3; score_sde_pytorch
 `configs/subvp/cifar10_ddpmpp_continuous.py`): the VP config with the sub-VP SDE."""
-from configs.vp_cifar import get_config as _base
+from score_sde.configs.vp_cifar import get_config as _base
 
 
 def get_config():

@@ -2,7 +2,7 @@
 
 `--config.data.dataset=moons` switches the distribution. Trains in about a minute on a CPU.
 """
-from configs.default import get_default_config
+from score_sde.configs.default import get_default_config
 
 
 def get_config():

@@ -1,5 +1,5 @@
 """2-D toy 'gmm' with a residual MLP (see configs/toy.py)."""
-from configs.toy import get_config as _base
+from score_sde.configs.toy import get_config as _base
 
 
 def get_config():

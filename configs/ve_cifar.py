@@ -1,7 +1,7 @@
 """NCSN++ cont. (VE) on CIFAR-10 (Song et al. 2021, ICLR, Table 3; score_sde_pytorch
 `configs/ve/cifar10_ncsnpp_continuous.py`): FIR resampling, residual input pyramid, Fourier
 embedding of log sigma, output divided by sigma."""
-from configs.default import get_default_config
+from score_sde.configs.default import get_default_config
 
 
 def get_config():

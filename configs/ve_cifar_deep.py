@@ -1,6 +1,6 @@
 """NCSN++ cont. deep (VE) on CIFAR-10 (Song et al. 2021, ICLR, Table 3; score_sde_pytorch
 `configs/ve/cifar10_ncsnpp_deep_continuous.py`): 8 residual blocks per resolution."""
-from configs.ve_cifar import get_config as _base
+from score_sde.configs.ve_cifar import get_config as _base
 
 
 def get_config():

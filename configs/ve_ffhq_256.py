@@ -2,7 +2,7 @@
 `configs/ve/ffhq_256_ncsnpp_continuous.py`).
 The LSUN-style defaults of the reference apply: batch 64, 2.4M iterations, snr 0.075,
 2000 noise scales, no dropout; the output and input pyramids of StyleGAN2 are used."""
-from configs.default import get_default_config
+from score_sde.configs.default import get_default_config
 
 
 def get_config():

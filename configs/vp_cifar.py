@@ -1,6 +1,6 @@
 """DDPM++ cont. (VP) on CIFAR-10 (Song et al. 2021, ICLR, Table 3; score_sde_pytorch
 `configs/vp/cifar10_ddpmpp_continuous.py`)."""
-from configs.default import get_default_config
+from score_sde.configs.default import get_default_config
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """DDPM++ cont. deep (VP) on CIFAR-10 (Song et al. 2021, ICLR, Table 3; score_sde_pytorch
 `configs/vp/cifar10_ddpmpp_deep_continuous.py`): 8 residual blocks per resolution."""
-from configs.vp_cifar import get_config as _base
+from score_sde.configs.vp_cifar import get_config as _base
 
 
 def get_config():
