@@ -15,5 +15,6 @@ setup(
         'torch>=2.1', 'torchsde', 'torchdiffeq', 'scipy', 'numpy', 'ml-collections', 'absl-py',
         'tensorboard', 'tqdm', 'scikit-learn', 'pillow',
     ],
-    extras_require={'test': ['pytest'], 'bench': ['matplotlib']},
+    extras_require={'test': ['pytest', 'safetensors', 'diffusers'], 'bench': ['matplotlib'],
+                    'interop': ['safetensors']},  # .safetensors files (score_sde.interop)
 )

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from score_sde.analytic import GaussianMixture  # noqa: E402
-from score_sde.sampling import GridTuning, sample  # noqa: E402
+from score_sde.sampling import GridTuning, sample, solver_spec  # noqa: E402
 from score_sde.sampling.common import tweedie_denoise  # noqa: E402
 from score_sde.sampling.ode import ode_integrate, probability_flow_drift  # noqa: E402
 from score_sde.sdes import VPSDE  # noqa: E402
@@ -33,25 +33,34 @@ from score_sde.sdes import VPSDE  # noqa: E402
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 NFES = (10, 20, 35, 50, 100, 1000)
 
-# name: (solver, options, NFE -> steps, deterministic, smallest NFE that makes sense)
+# name: (solver, options, smallest NFE that makes sense); the steps of an NFE budget and
+# whether a row is deterministic come from the solver's SolverSpec (its NFE formula and noise)
 SOLVER_SPECS = {
-    'ddpm': ('ddpm', {}, lambda n: n, False, 10),
-    'ddim': ('ddim', {}, lambda n: n, True, 10),
-    'heun (EDM)': ('heun', {}, lambda n: n // 2, True, 10),
-    'heun churn': ('heun', {'s_churn': 40.0}, lambda n: n // 2, False, 20),
+    'ddpm': ('ddpm', {}, 10),
+    'ddim': ('ddim', {}, 10),
+    'heun (EDM)': ('heun', {}, 10),
+    'heun churn': ('heun', {'s_churn': 40.0}, 20),
     # DPM-Solver++ stops at eps = 1e-3 without the Tweedie step (sigma(eps) ~ 0.01), as Lu et al.
-    'dpm++ 2M': ('dpm_solver', {'order': 2, 'denoise': False}, lambda n: n, True, 10),
-    'dpm++ 3M': ('dpm_solver', {'order': 3, 'denoise': False}, lambda n: n, True, 10),
-    'dpm++ 3M karras': ('dpm_solver', {'order': 3, 'grid': 'karras', 'denoise': False}, lambda n: n, True, 10),
-    'dpm++ 3S': ('dpm_solver', {'order': 3, 'multistep': False, 'denoise': False}, lambda n: n // 3, True, 10),
-    'unipc bh2 3': ('unipc', {'order': 3, 'denoise': False}, lambda n: n, True, 10),
-    'unipc bh1 3': ('unipc', {'order': 3, 'variant': 'bh1', 'denoise': False}, lambda n: n, True, 10),
-    'unipc bh2 2': ('unipc', {'order': 2, 'denoise': False}, lambda n: n, True, 10),
-    'dpm++ 3M optimized': ('dpm_solver', {'order': 3, 'grid': 'optimized', 'denoise': False}, lambda n: n, True, 10),
-    'unipc bh2 3 optimized': ('unipc', {'order': 3, 'grid': 'optimized', 'denoise': False}, lambda n: n, True, 10),
-    'sde euler': ('sde', {}, lambda n: n - 1, False, 20),
-    'pc rd+langevin': ('pc', {'snr': 0.01}, lambda n: n // 2, False, 100),
+    'dpm++ 2M': ('dpm_solver', {'order': 2, 'denoise': False}, 10),
+    'dpm++ 3M': ('dpm_solver', {'order': 3, 'denoise': False}, 10),
+    'dpm++ 3M karras': ('dpm_solver', {'order': 3, 'grid': 'karras', 'denoise': False}, 10),
+    'dpm++ 3S': ('dpm_solver', {'order': 3, 'multistep': False, 'denoise': False}, 10),
+    'unipc bh2 3': ('unipc', {'order': 3, 'denoise': False}, 10),
+    'unipc bh1 3': ('unipc', {'order': 3, 'variant': 'bh1', 'denoise': False}, 10),
+    'unipc bh2 2': ('unipc', {'order': 2, 'denoise': False}, 10),
+    'dpm++ 3M optimized': ('dpm_solver', {'order': 3, 'grid': 'optimized', 'denoise': False}, 10),
+    'unipc bh2 3 optimized': ('unipc', {'order': 3, 'grid': 'optimized', 'denoise': False}, 10),
+    'sde euler': ('sde', {}, 20),
+    'pc rd+langevin': ('pc', {'snr': 0.01}, 100),
 }
+
+
+def row_plan(solver: str, options: dict, nfe: int):
+  """(steps, deterministic) of a row: the most steps within the NFE budget by the solver's NFE
+  formula, and whether it draws no noise (`SolverSpec.nfe`, `SolverSpec.stochastic`)."""
+  spec = solver_spec(solver)
+  opts = spec.parse({k: v for k, v in options.items() if k != 'denoise'})
+  return spec.steps_for_nfe(nfe, opts, options.get('denoise', True)), not spec.stochastic(opts)
 
 
 def make_mixture(dim: int, k: int, seed: int = 0) -> GaussianMixture:
@@ -116,15 +125,16 @@ def run_problem(dim, k, args, proj_seed=0):
   exact = pf_ode_endpoint(sde, score_fn, x_T[:m_ode])
   print(f'# d={dim}: exact PF-ODE endpoints in {time.time() - t0:.1f}s', flush=True)
   rows = []
-  for name, (solver, options, to_steps, deterministic, min_nfe) in SOLVER_SPECS.items():
+  for name, (solver, options, min_nfe) in SOLVER_SPECS.items():
     if args.solvers and name not in args.solvers:
       continue
     for nfe in args.nfes:
-      if nfe < min_nfe or to_steps(nfe) < 1:
+      steps, deterministic = row_plan(solver, options, nfe)
+      if nfe < min_nfe or steps < 1:
         continue
       t0 = time.time()
       tuning = dataclasses.replace(TUNING, key=f'benchmark-d{dim}')
-      res = sample(sde, score_fn, None, solver, steps=to_steps(nfe), x_init=x_T,
+      res = sample(sde, score_fn, None, solver, steps=steps, x_init=x_T,
                    generator=torch.Generator().manual_seed(nfe), grid_tuning=tuning, **options)
       x = res.x
       dist = (x[:m_ode] - exact[options.get('denoise', True)]).norm(dim=1) if deterministic else None

@@ -45,7 +45,7 @@ def _sampling():
   s.n_steps_each = 1              # pc: corrector steps per predictor step
   s.noise_removal = True          # end with a denoising step at t = eps (Tweedie)
   s.probability_flow = False      # pc: integrate the probability-flow ODE (no noise)
-  s.steps = 0                     # solver steps (0: sde.N)
+  s.steps = 0                     # solver steps (0: the solver's default, SolverSpec.default_steps)
   s.ode_method = 'dopri5'         # ode: torchdiffeq method
   s.rtol = 1e-5                   # ode / sde: relative tolerance of adaptive methods
   s.atol = 1e-5                   # ode / sde: absolute tolerance of adaptive methods
@@ -74,6 +74,8 @@ def _sampling():
   s.classifier_scale = 0.0        # > 0: classifier guidance with the noisy classifier
   s.classifier_checkpoint = ''    # default: newest in <workdir>/classifier/checkpoints
   s.seed = 0                      # seed of the sampling noise
+  s.interpolate_images = (0, 1)   # --mode interpolate: indices of the two images (test split or inverse.source)
+  s.interpolate_steps = 8         # --mode interpolate: images decoded along the latent path, ends included
   return s
 
 
@@ -96,6 +98,11 @@ def _eval():
   e.bpd_method = 'ode'            # ode (PF-ODE, dequantised) | vlb (DDPM bound) | both
   e.vlb_steps = 0                 # vlb: steps of the strided chain (0: all N; fewer: looser)
   e.inception_path = ''           # Inception-v3 weights file (FID / IS / KID; no download)
+  e.inception_resize = 'tf1'      # Inception input: tf1 (TF-GAN / official FID: comparable with papers) | torch (pytorch-fid)
+  e.is_splits = 10                # IS over this many splits (10: Salimans et al., ADM; 1: all at once, as score_sde)
+  e.kid_subsets = 100             # KID over random subsets of kid_subset_size (0: TF-GAN's blocks of <= 1024, as score_sde)
+  e.pr_k = 3                      # improved precision / recall: k nearest neighbours (0: skip; needs reference features)
+  e.export = ''                   # also export the samples: '' | png (folder) | npz (arr_0, uint8 NHWC) | both
   return e
 
 
@@ -155,6 +162,8 @@ def _model():
   m.ch_mult = (1, 2, 2, 2)        # channel multiplier of each resolution level
   m.num_res_blocks = 4            # residual blocks per resolution level
   m.attn_resolutions = (16,)      # resolutions with self-attention
+  m.attn_every_up_block = False   # ddpm: attention after every up-path res block at attn_resolutions
+                                  # (Ho et al., diffusers); False: one per level (score_sde_pytorch)
   m.resamp_with_conv = True       # convolutions in up- and downsampling
   m.normalization = 'GroupNorm'   # normalisation layer (NCSN++: GroupNorm)
   m.nonlinearity = 'swish'        # activation: swish | relu | lrelu | elu
@@ -197,6 +206,7 @@ def _runtime():
   r.compile = False               # torch.compile the network (training and sampling)
   r.cuda_graphs = False           # replay the sampler's score evaluations from CUDA graphs
   r.deterministic = False         # torch.use_deterministic_algorithms (slower on GPU)
+  r.num_threads = 0               # CPU threads of torch's kernels (0: auto, 1 unless OMP_NUM_THREADS says)
   return r
 
 

@@ -30,4 +30,5 @@ def get_config():
   config.sampling.batch_size = 4000
   config.eval.batch_size = 1000
   config.eval.bpd_num_batches = 1
+  config.eval.num_samples = 10000   # sliced W2 of 2-D points: 10,000 samples suffice
   return config

@@ -26,7 +26,7 @@ MODE_INFO = {
     'train_classifier': ('train the noisy classifier of classifier guidance in WORKDIR/classifier',
                          (), True),
     'sample': ('draw sampling.num_samples: a PNG grid and an .npz in WORKDIR/samples',
-               ('solver', 'checkpoint'), True),
+               ('solver', 'checkpoint', 'pretrained'), True),
     'likelihood': ('bits/dim of the test split (PF-ODE and / or DDPM bound): WORKDIR/likelihood.json',
                    ('checkpoint',), True),
     'eval': ('FID / IS / KID (2-D toys: sliced W2) and bits/dim of each checkpoint: WORKDIR/eval',
@@ -35,6 +35,8 @@ MODE_INFO = {
                 ('solver', 'checkpoint'), True),
     'colorize': ('colour grey versions of test images (inverse.*): WORKDIR/samples',
                  ('solver', 'checkpoint'), True),
+    'interpolate': ('decode a latent-space path between two test images (PF-ODE): a PNG row in '
+                    'WORKDIR/samples', ('checkpoint',), True),
     'config': ('print the resolved config, one line per key with what it means (* = changed)',
                (), False),
 }
@@ -53,6 +55,11 @@ FLAG_HELP = {
               'for eval config.eval.solver first).',
     'checkpoint': f'checkpoint file for {_modes_reading("checkpoint")} (default: the newest in '
                   'WORKDIR; eval: those in [eval.begin_ckpt, eval.end_ckpt]).',
+    'pretrained': 'weights made elsewhere for sample: a diffusers folder (DDPM, NCSN++ VE), one of '
+                  'our .safetensors files, or a checkpoint; it sets the network, SDE and data '
+                  'shape (and, without --config, the sampler).',
+    'config_format': 'auto (default: score_sde_pytorch config files are detected), ours or ssp '
+                     '(a score_sde_pytorch config file, translated; its unused keys are listed).',
 }
 
 FLAGS = flags.FLAGS
@@ -60,6 +67,8 @@ config_flags.DEFINE_config_file('config', None, FLAG_HELP['config'], lock_config
 flags.DEFINE_string('workdir', None, FLAG_HELP['workdir'])
 flags.DEFINE_string('solver', None, FLAG_HELP['solver'])
 flags.DEFINE_string('checkpoint', '', FLAG_HELP['checkpoint'])
+flags.DEFINE_string('pretrained', '', FLAG_HELP['pretrained'])
+flags.DEFINE_enum('config_format', 'auto', ['auto', 'ours', 'ssp'], FLAG_HELP['config_format'])
 flags.DEFINE_enum('mode', 'train', list(MODE_INFO), FLAG_HELP['mode'])
 flags.mark_flags_as_required(['config'])
 
@@ -86,6 +95,7 @@ MODES = {
     'eval': lambda cfg, wd: _lib().evaluate(cfg, wd, FLAGS.solver, FLAGS.checkpoint),
     'inpaint': lambda cfg, wd: _lib().inverse_problem(cfg, wd, 'inpaint', FLAGS.solver, FLAGS.checkpoint),
     'colorize': lambda cfg, wd: _lib().inverse_problem(cfg, wd, 'colorize', FLAGS.solver, FLAGS.checkpoint),
+    'interpolate': lambda cfg, wd: _lib().interpolate(cfg, wd, FLAGS.checkpoint),
     'config': _print_config,
 }
 
@@ -133,7 +143,9 @@ def parse_flags(argv):
   """absl flag parsing with the config file's and the overrides' problems as ConfigErrors."""
   from score_sde.config_check import check_override_keys
   from score_sde.configs.default import get_default_config
-  argv, path = _with_config_resolved(argv)
+  from score_sde.interop import pretrained, ssp_config
+  argv, path = _with_config_resolved(pretrained.with_default_config(argv))
+  argv = ssp_config.redirect_argv(argv, path)
   check_override_keys(argv, get_default_config())
   try:
     return FLAGS(argv)
@@ -178,7 +190,13 @@ def main(argv):
   if MODE_INFO.get(mode, ('', (), True))[2] and not FLAGS.workdir:
     raise UserError(f'--mode {mode} needs --workdir DIR (the folder of its checkpoints, logs and '
                     'samples)')
+  if FLAGS.pretrained:  # the file's network / SDE into FLAGS.config; loaded as the checkpoint
+    from score_sde.interop import pretrained
+    pretrained.configure_flags(FLAGS, mode)
   _lib().check_config(FLAGS.config)
+  if mode != 'config':
+    from score_sde.runtime import configure_threads
+    configure_threads(FLAGS.config)
   MODES[mode](FLAGS.config, FLAGS.workdir)
 
 
@@ -198,6 +216,7 @@ def run(argv: list[str] | None = None):
   """Entry point (`score-sde`, `python -m score_sde`, main.py): --help / -h written here; user
   errors as one line, bugs with their traceback."""
   argv = list(sys.argv if argv is None else argv)
+  os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch loads OpenMP (runtime.configure_threads)
   if _wants_help(argv[1:]):
     print(help_text(_prog(argv[0])))
     sys.exit(0)
@@ -237,6 +256,8 @@ def help_text(prog: str = 'score-sde') -> str:
                                  '(--mode config lists every key with what it means)'),
           ('--workdir DIR', FLAG_HELP['workdir']), ('--solver NAME', FLAG_HELP['solver']),
           ('--checkpoint FILE', FLAG_HELP['checkpoint']),
+          ('--pretrained PATH', FLAG_HELP['pretrained']),
+          ('--config_format F', FLAG_HELP['config_format']),
           ('--helpfull', "every flag, absl's logging flags included")]
   width = max(len(o) for o, _ in opts) + 4
   flag_lines = [textwrap.fill(h, 100, initial_indent=f'  {o.ljust(width - 2)}',

@@ -46,7 +46,7 @@ def rules() -> dict:
   from score_sde.datasets import DATASETS
   from score_sde.models import NETWORKS
   from score_sde.optim import OPTIMIZERS
-  from score_sde.sampling import CORRECTORS, PREDICTORS, SOLVERS
+  from score_sde.sampling import SOLVERS
   from score_sde.sdes import SDES
   return {
       'training.sde': _choice(SDES), 'training.batch_size': POSITIVE_INT,
@@ -58,27 +58,26 @@ def rules() -> dict:
       'training.eps': _num(0.0, 1.0, lo_open=True, hi_open=True),
       'training.loss': _choice(('dsm', 'hybrid', 'vlb')), 'training.vlb_weight': _num(0.0),
       'eval.bpd_method': _choice(('ode', 'vlb', 'both')), 'eval.vlb_steps': NON_NEGATIVE_INT,
-      'sampling.method': _choice(SOLVERS), 'sampling.predictor': _choice(PREDICTORS),
-      'sampling.corrector': _choice(CORRECTORS), 'sampling.snr': _num(0.0),
+      'sampling.method': _choice(SOLVERS), **_solver_choices(), 'sampling.snr': _num(0.0),
       'sampling.n_steps_each': NON_NEGATIVE_INT, 'sampling.steps': NON_NEGATIVE_INT,
       'sampling.rtol': _num(0.0, lo_open=True), 'sampling.atol': _num(0.0, lo_open=True),
-      'sampling.eta': _num(0.0), 'sampling.order': _choice_int((1, 2, 3)),
+      'sampling.eta': _num(0.0),
       'sampling.eps': _num(0.0, 1.0, lo_open=True, hi_open=True),
       'sampling.batch_size': POSITIVE_INT, 'sampling.num_samples': POSITIVE_INT,
       'sampling.guidance_scale': _num(), 'sampling.seed': SEED,
-      'sampling.grid': _choice(('logsnr', 'time_uniform', 'karras', 'optimized')),
       'sampling.grid_pilot_batch': POSITIVE_INT, 'sampling.grid_max_knots': _num(2, integer=True),
       'sampling.grid_cache_dir': ((lambda v: isinstance(v, str)), 'a folder path (a string)'),
-      'sampling.variance': _choice(('auto', 'small', 'large', 'learned')), 'sampling.rho': _num(0.0, lo_open=True),
+      'sampling.rho': _num(0.0, lo_open=True),
       'sampling.s_churn': _num(0.0), 'sampling.s_noise': _num(0.0),
-      'sampling.sde_method': _choice(('euler', 'milstein', 'srk')),
-      'sampling.unipc_variant': _choice(('bh1', 'bh2')),
       'model.attention_type': _choice(('ddpm',)), 'model.conv_size': _choice_int((3,)),
       'eval.batch_size': POSITIVE_INT, 'eval.bpd_dataset': _choice(('train', 'test')),
       'eval.bpd_num_batches': NON_NEGATIVE_INT, 'eval.num_samples': POSITIVE_INT,
       'eval.begin_ckpt': NON_NEGATIVE_INT, 'eval.end_ckpt': _num(-1, integer=True),
       'eval.kid_subset_size': _num(2, integer=True), 'eval.fid_method': _choice(('sqrtm', 'eig')),
       'eval.bpd_divergence': _choice(('hutchinson', 'exact')), 'eval.bpd_amp': _choice(('none', 'fp16', 'bf16')),
+      'eval.inception_resize': _choice(('tf1', 'torch')), 'eval.is_splits': POSITIVE_INT,
+      'eval.kid_subsets': NON_NEGATIVE_INT, 'eval.pr_k': NON_NEGATIVE_INT,
+      'eval.export': _choice(('', 'png', 'npz', 'both')),
       'data.dataset': _choice(DATASETS), 'data.image_size': POSITIVE_INT,
       'data.num_channels': POSITIVE_INT, 'data.num_classes': POSITIVE_INT,
       'data.num_workers': NON_NEGATIVE_INT, 'data.toy_size': POSITIVE_INT,
@@ -102,7 +101,26 @@ def rules() -> dict:
       'model.fourier_scale': _num(0.0, lo_open=True), 'model.init_scale': _num(0.0),
       'model.hidden': POSITIVE_INT, 'model.depth': NON_NEGATIVE_INT,
       'model.num_res_blocks': NON_NEGATIVE_INT,
+      'sampling.interpolate_steps': _num(2, integer=True), 'runtime.num_threads': NON_NEGATIVE_INT,
+      'sampling.interpolate_images': ((lambda v: isinstance(v, (tuple, list)) and len(v) == 2 and all(
+          isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v)),
+          'two image indices >= 0, e.g. (0, 1)'),
   }
+
+
+def _solver_choices() -> dict:
+  """`{'sampling.<key>': rule}` of every solver option with a choice of values, from the
+  solvers' `SolverSpec.choices` (keys as `generate.config_key`; options shared by several
+  solvers, such as order, allow the values of all)."""
+  from score_sde.generate import config_key
+  from score_sde.sampling.spec import REGISTRY
+  allowed = {}
+  for spec in REGISTRY.values():
+    for option, values in spec.choices.items():
+      key = f'sampling.{config_key(spec.name, option)}'
+      allowed[key] = tuple(dict.fromkeys(allowed.get(key, ()) + tuple(values)))
+  return {key: _choice_int(v) if all(isinstance(x, int) for x in v) else _choice(v)
+          for key, v in allowed.items()}
 
 
 def _choice_int(options):
@@ -156,6 +174,11 @@ def _check_relations(config) -> None:
     if d.image_size % factor or d.image_size < factor:
       raise ConfigError(f'config.data.image_size = {d.image_size} must be a multiple of {factor} '
                         f'(model.ch_mult has {levels} resolution levels, each halving the size)')
+  if not isinstance(m.get('attn_every_up_block', False), bool):
+    raise ConfigError(f'config.model.attn_every_up_block = {m.attn_every_up_block!r}: must be True or False')
+  if m.get('attn_every_up_block', False) and m.name.lower() != 'ddpm':
+    raise ConfigError(f"config.model.attn_every_up_block is an option of the ddpm network, not '{m.name}'; "
+                      'unset it')
   _check_variational(config)
   device = config.runtime.device
   if not (device in ('auto', 'cpu', 'cuda') or (device.startswith('cuda:') and device[5:].isdigit())):

@@ -145,3 +145,64 @@ def gather_over_ranks(value: torch.Tensor, dist: Dist) -> torch.Tensor:
 def teardown(dist: Dist) -> None:
   if dist.enabled and torch_dist.is_initialized():
     torch_dist.destroy_process_group()
+
+
+# ------------------------------------------------- sharded work: sample / eval / likelihood / inverse
+def my_shards(num_shards: int, dist: Dist) -> range:
+  """The shard indices this rank works on: i with i % world_size == rank (all of them on one
+  process). A shard's content depends only on its index and the seed, never on the rank."""
+  return range(dist.rank, num_shards, dist.world_size)
+
+
+def failed_rank(failed: bool, dist: Dist) -> int | None:
+  """The lowest rank for which `failed` is True (every rank learns it; an all-reduce, so also a
+  barrier), or None."""
+  if not dist.enabled:
+    return 0 if failed else None
+  flag = torch.tensor([dist.world_size - dist.rank if failed else 0], device=dist.device)
+  torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+  return None if int(flag) == 0 else dist.world_size - int(flag)
+
+
+def agree(dist: Dist, fn, what: str, main_only: bool = False):
+  """`fn()` on every rank (or on rank 0 only, the others waiting), then a barrier at which the
+  ranks learn whether it raised anywhere: the failing rank re-raises its own error, the others a
+  one-line UserError naming it, so no rank waits out the collective timeout at a later barrier.
+  Returns fn's result (None where it did not run)."""
+  error, result = None, None
+  try:
+    if dist.is_main or not main_only:
+      result = fn()
+  except BaseException as e:  # noqa: B902 (KeyboardInterrupt too: the others must not hang)
+    error = e
+  bad = failed_rank(error is not None, dist) if dist.enabled else None
+  if error is not None:
+    raise error
+  if bad is not None:
+    raise UserError(f'rank {bad} of {dist.world_size} failed while {what} (its error is above); '
+                    'this rank stops too')
+  return result
+
+
+def gather_objects(obj, dist: Dist) -> list:
+  """[obj of rank 0, obj of rank 1, ...] on every rank (pickled; small results only)."""
+  if not dist.enabled:
+    return [obj]
+  out = [None] * dist.world_size
+  torch_dist.all_gather_object(out, obj)
+  return out
+
+
+class ranks:
+  """`with ranks(device) as dist:` joins the torchrun group (setup) and leaves it at the end."""
+
+  def __init__(self, device: torch.device):
+    self.device = device
+    self.dist: Dist | None = None
+
+  def __enter__(self) -> Dist:
+    self.dist = setup(self.device)
+    return self.dist
+
+  def __exit__(self, *exc) -> None:
+    teardown(self.dist)

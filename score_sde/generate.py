@@ -13,7 +13,7 @@ from score_sde import datasets
 from score_sde.errors import ConfigError, UserError
 from score_sde.graphed import GraphedScore
 from score_sde.models import data_shape, load_checkpoint
-from score_sde.sampling import SOLVERS, sample as run_sampler, solver_options
+from score_sde.sampling import SOLVERS, resolve_times, sample as run_sampler, solver_spec
 from score_sde.runtime import autocast, get_device
 from score_sde.workdir import ckpt_dir, latest_checkpoint
 
@@ -58,8 +58,12 @@ def load_eval_model(config, workdir: str, checkpoint: str = ''):
     if found is None:
       raise UserError(f'no checkpoint in {ckpt_dir(workdir)}; train first (--mode train)')
     checkpoint = found[1]
+  from score_sde.interop import pretrained  # --pretrained: a diffusers folder or .safetensors
   try:
-    model = load_checkpoint(checkpoint, config, device=get_device(config))
+    if pretrained.is_pretrained(checkpoint):
+      model = pretrained.load(checkpoint, config, device=get_device(config))
+    else:
+      model = load_checkpoint(checkpoint, config, device=get_device(config))
   except (ckpt.CheckpointError, FileNotFoundError) as e:
     raise UserError(str(e)) from None
   bad = next((name for name, t in (*model.named_parameters(), *model.named_buffers())
@@ -73,24 +77,29 @@ def load_eval_model(config, workdir: str, checkpoint: str = ''):
   return model, checkpoint
 
 
+def config_key(solver: str, option: str) -> str:
+  """The config.sampling key of a solver option: the option's name, except pc's n_steps
+  (config.sampling.n_steps_each), unipc's variant (config.sampling.unipc_variant) and the
+  methods of ode and sde (config.sampling.ode_method, config.sampling.sde_method)."""
+  renamed = {('pc', 'n_steps'): 'n_steps_each', ('unipc', 'variant'): 'unipc_variant',
+             ('ode', 'method'): 'ode_method', ('sde', 'method'): 'sde_method'}
+  return renamed.get((solver, option), option)
+
+
 def solver_kwargs(config, solver: str) -> dict:
-  """The solver-specific options of `solver` read from config.sampling."""
+  """The options of `solver` (its `SolverSpec.options`) read from config.sampling (keys as
+  `config_key`); an option without a key (sde's adaptive, say) keeps the solver's default.
+  Options of other solvers are not read."""
   s = config.sampling
-  values = {'predictor': s.predictor, 'corrector': s.corrector, 'snr': s.snr,
-            'n_steps': s.n_steps_each, 'rtol': s.rtol, 'atol': s.atol, 'eta': s.eta,
-            'order': s.order, 'grid': s.grid, 'multistep': s.multistep, 'variance': s.variance,
-            'rho': s.rho, 's_churn': s.s_churn, 's_tmin': s.s_tmin, 's_tmax': s.s_tmax,
-            's_noise': s.s_noise, 'probability_flow': s.probability_flow, 'variant': s.unipc_variant}
-  values['method'] = {'ode': s.ode_method, 'sde': s.sde_method}.get(solver)
-  allowed = solver_options(solver)
-  return {k: v for k, v in values.items() if k in allowed}
+  keys = {name: config_key(solver, name) for name in solver_spec(solver).option_names}
+  return {name: s[key] for name, key in keys.items() if key in s}
 
 
 def optimized_times(config, model, solver: str, kwargs: dict, classifier, device) -> list[float]:
   """The optimized grid (`sampling.grid = 'optimized'`) of `solver` for this model and guidance,
   tuned on `sampling.grid_pilot_batch` prior draws (labels as `labels_for`) and cached per model
   fingerprint in memory and in `sampling.grid_cache_dir` (if set)."""
-  from score_sde.sampling.optimized_grid import GridTuning, model_fingerprint, optimized_grid
+  from score_sde.sampling.optimized_grid import GridTuning, model_fingerprint
   s = config.sampling
   pilot = s.grid_pilot_batch
   score = guided_score_fn(config, model, labels_for(config, pilot, device), classifier)
@@ -99,8 +108,8 @@ def optimized_times(config, model, solver: str, kwargs: dict, classifier, device
   tuning = GridTuning(key=key, cache_dir=s.grid_cache_dir or None, pilot_batch=pilot,
                       max_knots=s.grid_max_knots)
   with autocast(config, device):
-    return optimized_grid(model.sde, score, solver, s.steps or 20, s.eps, data_shape(config),
-                          options=kwargs, tuning=tuning, device=device)
+    return resolve_times(model.sde, score, solver, data_shape(config), steps=s.steps or None, eps=s.eps,
+                         tuning=tuning, device=device, **kwargs)
 
 
 def labels_for(config, num_samples: int, device):
@@ -163,11 +172,13 @@ def load_guidance_classifier(config, workdir: str, device):
 
 
 def generate(config, model, num_samples: int, solver: str | None = None, progress=None,
-             classifier=None, seed: int | None = None, labels=None, check_finite: bool = True):
+             classifier=None, seed: int | None = None, labels=None, check_finite: bool = True,
+             temperature: float = 1.0):
   """Samples `[n, ...]` in data space ([0, 1] for images) and the total NFE, in batches
   (noise from `seed`, default sampling.seed; class labels `labels`, default `_labels_for`).
   A batch with a non-finite value is a one-line UserError naming the likely cause (NaN
-  weights, or a diverged solver) unless `check_finite` is False (one host sync per batch)."""
+  weights, or a diverged solver) unless `check_finite` is False (one host sync per batch).
+  `temperature` scales the prior draws x_T (Song et al. 2021, Sec. 4.3; 1: the model's prior)."""
   solver = (solver or config.sampling.method).lower()
   if solver not in SOLVERS:
     raise UserError(f"unknown solver '{solver}'; choose one of: {', '.join(SOLVERS)}")
@@ -190,8 +201,9 @@ def generate(config, model, num_samples: int, solver: str | None = None, progres
       b = min(s.batch_size, num_samples - start)
       y = None if labels is None else labels[start:start + b]
       score = unlabelled if y is None else scorer(y)
+      x_init = None if temperature == 1 else temperature * model.sde.prior_sampling((b,) + shape, gen, device)
       with autocast(config, device):
-        res = run_sampler(model.sde, score, (b,) + shape, solver,
+        res = run_sampler(model.sde, score, (b,) + shape, solver, x_init=x_init,
                           steps=s.steps or None, generator=gen, device=device, eps=s.eps,
                           denoise=s.noise_removal, progress=progress, **kwargs)
       if check_finite and not bool(torch.isfinite(res.x).all()):

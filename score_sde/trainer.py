@@ -30,7 +30,8 @@ from score_sde.classifier import (check_classifier_metadata, classifier_loss, cl
 from score_sde.data.loader import mix_seed
 from score_sde.errors import TrainingError, UserError
 from score_sde.models import (ExponentialMovingAverage, check_metadata, checkpoint_metadata,
-                              create_model, data_shape)
+                              create_model, data_shape, trained_with_hint)
+from score_sde.run_record import CONFIG_KEY, check_resume, config_to_json
 from score_sde.runtime import autocast, get_device
 from score_sde.sdes import get_sde
 from score_sde.workdir import ckpt_dir, last_good_checkpoint, latest_checkpoint
@@ -102,7 +103,7 @@ class Trainer:
             'optimizer': self.optimizer.state_dict(), 'step': self.step, 'rng': rng,
             'loader': {**self.loader.state_dict(), 'stride': self.dist.world_size * self.micro},
             'loss': None if self.last_loss is None else float(self.last_loss), **self._resampler_state(),
-            'meta': self.metadata()}
+            'meta': self.metadata(), CONFIG_KEY: config_to_json(self.config)}
 
   def _resampler(self):
     """The importance sampler of t of training.loss='vlb' (None otherwise)."""
@@ -178,7 +179,12 @@ class Trainer:
     if self.task == 'classifier':
       check_classifier_metadata(state.get('meta'), self.sde, f'checkpoint {found[1]}')
     else:
-      check_metadata(state.get('meta'), self.config, self.model, f'checkpoint {found[1]}')
+      try:
+        check_metadata(state.get('meta'), self.config, self.model, f'checkpoint {found[1]}')
+      except ckpt.CheckpointError as e:
+        raise ckpt.CheckpointError(f'{e}{trained_with_hint(state, self.config, found[1])}') from None
+    record = os.path.join(os.path.dirname(self.ckpt_dir), 'config.json')
+    check_resume(state, self.config, self.task, f'checkpoint {found[1]}', record)
     try:
       ckpt.load_weights(self.weights(), state['model'], where=f'checkpoint {found[1]}')
       self.ema.load_state_dict(state['ema'])

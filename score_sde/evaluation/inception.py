@@ -8,8 +8,13 @@ differs from torchvision's net in three places, all inherited from the TF graph:
   - the 3x3 average pools of Mixed_5b-d, Mixed_6b-e and Mixed_7b exclude the zero padding
     from the mean (`count_include_pad=False`, TF's 'SAME' average pool);
   - Mixed_7c pools its branch with a 3x3 *max* pool instead of an average pool.
-Inputs in [0, 1] are resized to 299x299 (bilinear, align_corners=False) and mapped to [-1, 1],
-as pytorch-fid does.
+Input preprocessing (`resize_mode`): 'torch' (the class default) resizes inputs in [0, 1] to
+299x299 with PyTorch's bilinear (align_corners=False) and maps them to [-1, 1], as pytorch-fid
+does; 'tf1' does what the TF graph of TTUR / TF-GAN does (and torch-fidelity reimplements):
+pixel values in [0, 255], TF1's resize_bilinear (score_sde.evaluation.resize), then
+(x - 128) / 128. The two give slightly different features and FIDs; published FIDs (score_sde,
+DDPM, ADM, ...) come from the TF graph, so `--mode eval` uses 'tf1' (eval.inception_resize).
+uint8 inputs `[0, 255]` are taken as they are (exact pixel values for 'tf1').
 """
 from __future__ import annotations
 
@@ -20,10 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from score_sde.evaluation.resize import resize_bilinear_tf1
+
 FID_WEIGHTS_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
                    'pt_inception-2015-12-05-6726825d.pth')
 NUM_CLASSES = 1008
 POOL3_DIM = 2048
+RESIZE_MODES = ('tf1', 'torch')
 
 
 class InceptionOutput(NamedTuple):
@@ -177,11 +185,18 @@ class FIDInceptionV3(nn.Module):
   Args:
     resize_input: bilinearly resize inputs to 299x299 first (what FID numbers assume).
     normalize_input: map inputs from [0, 1] to the [-1, 1] range the weights expect.
+    resize_mode: 'torch' (pytorch-fid's preprocessing) or 'tf1' (the TF graph's; see the module
+      docstring).
   """
+  takes_uint8 = True  # compute_activations passes uint8 batches through unconverted
 
-  def __init__(self, resize_input: bool = True, normalize_input: bool = True):
+  def __init__(self, resize_input: bool = True, normalize_input: bool = True,
+               resize_mode: str = 'torch'):
     super().__init__()
+    if resize_mode not in RESIZE_MODES:
+      raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
     self.resize_input, self.normalize_input = resize_input, normalize_input
+    self.resize_mode = resize_mode
     self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
     self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
     self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
@@ -200,17 +215,29 @@ class FIDInceptionV3(nn.Module):
     self.Mixed_7c = InceptionE(2048, pool='max')
     self.fc = nn.Linear(POOL3_DIM, NUM_CLASSES)
 
-  def forward(self, images: torch.Tensor) -> InceptionOutput:
-    """images `[B, 3 or 1, H, W]` in [0, 1] (grey is repeated to RGB) -> `InceptionOutput`."""
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-      raise ValueError(f'expected images [B, 3 or 1, H, W], got {tuple(images.shape)}')
-    x = images.to(self.fc.weight.dtype)
+  def _preprocess(self, images: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] (or uint8) -> the resized, normalised network input."""
+    if self.resize_mode == 'tf1':
+      x = images.float() if images.dtype == torch.uint8 else images.float() * 255.0
+      if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+      if self.resize_input:
+        x = resize_bilinear_tf1(x, (299, 299))
+      return ((x - 128.0) / 128.0 if self.normalize_input else x / 255.0).to(self.fc.weight.dtype)
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images
+    x = x.to(self.fc.weight.dtype)
     if x.shape[1] == 1:
       x = x.expand(-1, 3, -1, -1)
     if self.resize_input:
       x = F.interpolate(x, size=(299, 299), mode='bilinear', align_corners=False)
-    if self.normalize_input:
-      x = 2.0 * x - 1.0
+    return 2.0 * x - 1.0 if self.normalize_input else x
+
+  def forward(self, images: torch.Tensor) -> InceptionOutput:
+    """images `[B, 3 or 1, H, W]` in [0, 1] or uint8 (grey is repeated to RGB) ->
+    `InceptionOutput`."""
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+      raise ValueError(f'expected images [B, 3 or 1, H, W], got {tuple(images.shape)}')
+    x = self._preprocess(images)
     # Stem: 299 -> 149 -> 147 -> 147 -> maxpool 73 -> 73 -> 71 -> maxpool 35.
     x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
     x = F.max_pool2d(x, kernel_size=3, stride=2)
@@ -250,9 +277,10 @@ def _first_mismatch(model: nn.Module, state_dict: dict) -> str:
   return 'unknown mismatch'
 
 
-def load_inception(path: str | os.PathLike | None, device: str | torch.device = 'cpu'
-                   ) -> FIDInceptionV3:
-  """Build `FIDInceptionV3`, load the FID weights from a local `path` (strict), eval mode.
+def load_inception(path: str | os.PathLike | None, device: str | torch.device = 'cpu',
+                   resize_mode: str = 'torch') -> FIDInceptionV3:
+  """Build `FIDInceptionV3(resize_mode=...)`, load the FID weights from a local `path`
+  (strict), eval mode.
 
   Never downloads. Raises FileNotFoundError (with the download URL) when `path` is empty or
   missing, and a one-line ValueError when the file cannot be read or does not match the net.
@@ -269,7 +297,7 @@ def load_inception(path: str | os.PathLike | None, device: str | torch.device = 
   if not isinstance(state_dict, dict):
     raise ValueError(f'Inception weights {path} hold a {type(state_dict).__name__}, '
                      'not a state dict')
-  model = FIDInceptionV3()
+  model = FIDInceptionV3(resize_mode=resize_mode)
   try:
     model.load_state_dict(state_dict, strict=True)
   except RuntimeError:

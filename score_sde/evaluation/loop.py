@@ -14,11 +14,11 @@ import os
 
 import numpy as np
 import torch
-import tqdm
 
 from score_sde import checkpoint as ckpt
 from score_sde import datasets
 from score_sde.errors import UserError
+from score_sde.progress import progress
 from score_sde.likelihood import bits_per_dim, log_likelihood
 from score_sde.vlb import variational_bound
 
@@ -38,21 +38,26 @@ def eval_checkpoints(config, folder: str) -> list[tuple[int, str]]:
   return found
 
 
-def eval_samples(config, sample_shard, out_dir: str) -> tuple[list[str], float]:
+def eval_samples(config, sample_shard, out_dir: str, shards=None) -> tuple[list[str], float]:
   """Exactly config.eval.num_samples samples in shards of config.sampling.batch_size, one
   `samples_<i>.npz` each under out_dir (images as uint8 `[B, C, H, W]`, vectors as float
-  `[B, D]`, with the shard's NFE). `sample_shard(i, start, n) -> (x in data space, nfe)`.
-  A shard on disk is reused only if it reads back with the expected shape, dtype and finite
-  values (score_sde.evaluation.manifest); else it is redrawn. Returns the files and the mean
-  NFE per shard."""
+  `[B, D]`, with the shard's NFE; bytes that depend only on the content). `sample_shard(i,
+  start, n) -> (x in data space, nfe)`. `shards`: the indices this process draws (default: all;
+  under torchrun `distributed.my_shards`). A shard on disk is reused only if it reads back with
+  the expected shape, dtype and finite values (score_sde.evaluation.manifest); else it is
+  redrawn. Returns the files and the mean NFE per shard (of `shards`)."""
+  from score_sde.evaluation.export import save_npz
   from score_sde.evaluation.manifest import read_sample_shard
   from score_sde.generate import write_output
   from score_sde.models import data_shape
   n, bs = config.eval.num_samples, config.sampling.batch_size
   shape = data_shape(config)
   flat = len(shape) == 1
+  count = -(-n // bs)
+  todo = list(range(count) if shards is None else shards)
   files, nfes = [], []
-  for i, start in enumerate(tqdm.trange(0, n, bs, desc='eval samples', dynamic_ncols=True)):
+  for i in progress(todo, desc='eval samples'):
+    start = i * bs
     path, size = os.path.join(out_dir, f'samples_{i:05d}.npz'), min(bs, n - start)
     found = read_sample_shard(path, (size, *shape), flat)
     if found is None:
@@ -62,11 +67,11 @@ def eval_samples(config, sample_shard, out_dir: str) -> tuple[list[str], float]:
                         'checkpoint\'s weights are likely NaN (a diverged run); evaluate an '
                         'earlier checkpoint')
       x = x.numpy() if flat else (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-      write_output(path, lambda p: ckpt.save_arrays(p, samples=x, nfe=np.array(nfe)))
+      write_output(path, lambda p: save_npz(p, samples=x, nfe=np.array(nfe)))
       found = (x, nfe)
     files.append(path)
     nfes.append(found[1])
-  return files, float(np.mean(nfes))
+  return files, float(np.mean(nfes)) if nfes else 0.0
 
 
 def _samples(path: str) -> np.ndarray:
@@ -74,21 +79,33 @@ def _samples(path: str) -> np.ndarray:
     return f['samples']
 
 
-def reference_stats(config, workdir: str, inception, device):
-  """Inception statistics (and features, for KID) of the training split, without random flips;
-  cached at config.eval.stats_path (default <workdir>/eval/<dataset>_<size>_train_stats.npz).
-  A given or cached file must hold finite `mu` [2048] and `sigma` [2048, 2048] (one-line
-  UserError otherwise)."""
+def reference_stats(config, workdir: str, inception, device, info: dict | None = None):
+  """Inception statistics (and features, for KID and precision / recall) of the reference:
+  the file config.eval.stats_path in any format of score_sde.evaluation.reference (ours,
+  pytorch-fid / clean-fid, score_sde's `pool_3`, ADM's reference batch), or else the training
+  split without random flips, cached at <workdir>/eval/<dataset>_<size>_train_stats_tf1.npz
+  (eval.inception_resize 'tf1'; '..._train_stats.npz' for 'torch', as before). A bad
+  file is a one-line UserError. `info` gets 'reference' (the file) and 'reference_format'."""
   from score_sde.evaluation.inception import POOL3_DIM
-  from score_sde.evaluation.stats import _load_cache, load_or_compute_stats
-  d = config.data
+  from score_sde.evaluation.reference import read_reference
+  from score_sde.evaluation.stats import compute_activations, load_or_compute_stats
+  d, info = config.data, {} if info is None else info
+  mode = config.eval.inception_resize.lower()  # features depend on it: one cache per mode
+  suffix = '' if mode == 'torch' else '_' + mode
   path = config.eval.stats_path or os.path.join(
-      workdir, 'eval', f'{d.dataset}_{d.image_size}_train_stats.npz')
-  if os.path.exists(path):  # given or cached (without pool3 features KID is skipped)
+      workdir, 'eval', f'{d.dataset}_{d.image_size}_train_stats{suffix}.npz')
+  info['reference'] = path
+  if os.path.exists(path):  # given or cached (without features KID and P/R are skipped)
+    bs = config.eval.batch_size
+    featurize = lambda im: compute_activations(
+        (torch.from_numpy(im[i:i + bs]) for i in range(0, len(im), bs)), inception, device,
+        num_images=len(im)).pool3
     try:
-      return _load_cache(path, dim=POOL3_DIM)
+      stats, info['reference_format'] = read_reference(path, POOL3_DIM, featurize)
     except ValueError as e:
       raise UserError(str(e)) from None
+    return stats
+  info['reference_format'] = f'{d.dataset} train split (cached)'
   cfg = config.copy_and_resolve_references()
   cfg.data.random_flip = False
   loader = datasets.InfiniteLoader(datasets.load_split(cfg, 'train'), config.eval.batch_size, seed=0,
@@ -99,30 +116,38 @@ def reference_stats(config, workdir: str, inception, device):
 
 
 def quality_reference(config, workdir: str, cache: dict, device) -> None:
-  """Load the Inception network and the reference statistics into `cache` (once), so that a
-  missing or bad file is reported before any sample is drawn."""
-  from score_sde.evaluation.inception import load_inception
+  """Load the Inception network (with eval.inception_resize) and the reference statistics into
+  `cache` (once), so that a missing or bad file is reported before any sample is drawn."""
+  from score_sde.evaluation.inception import FIDInceptionV3, load_inception
   if 'inception' not in cache:
     try:
       cache['inception'] = load_inception(config.eval.inception_path, device)
     except (FileNotFoundError, ValueError) as e:
       raise UserError(str(e)) from None
-    cache['reference'] = reference_stats(config, workdir, cache['inception'], device)
+    if isinstance(cache['inception'], FIDInceptionV3):
+      cache['inception'].resize_mode = config.eval.inception_resize.lower()
+    cache['reference_info'] = {}
+    cache['reference'] = reference_stats(config, workdir, cache['inception'], device,
+                                         cache['reference_info'])
 
 
 def sample_quality(config, workdir: str, files: list[str], flat: bool, cache: dict, device) -> dict:
-  """FID / IS / KID of the sample files (images), or sliced-W2 and moment errors against the
-  test split (vectors). `cache` keeps the Inception network and reference statistics between
-  checkpoints."""
+  """FID / IS / KID / precision-recall of the sample files (images), or sliced-W2 and moment
+  errors against the test split (vectors). `cache` keeps the Inception network and reference
+  statistics between checkpoints."""
   from score_sde.evaluation.report import image_quality, point_quality
+  e = config.eval
   if flat:
     test = datasets.load_split(config, 'test')
     return point_quality(np.concatenate([_samples(f) for f in files]),
                          torch.stack([test[i][0] for i in range(len(test))]).numpy())
   quality_reference(config, workdir, cache, device)
   images = (torch.from_numpy(_samples(f)) for f in files)
-  return image_quality(images, config.eval.num_samples, cache['inception'], cache['reference'],
-                       device, config.eval.kid_subset_size, fid_method=config.eval.fid_method)
+  out = image_quality(images, e.num_samples, cache['inception'], cache['reference'], device,
+                      e.kid_subset_size, fid_method=e.fid_method, is_splits=e.is_splits,
+                      kid_subsets=e.kid_subsets, pr_k=e.pr_k)
+  out['metric_conventions'].update(cache.get('reference_info', {}))
+  return out
 
 
 def _vlb_values(config, model, x, flat: bool, gen, terms: list | None) -> np.ndarray:
@@ -163,10 +188,23 @@ def likelihood_values(config, model, flat: bool, cache_dir: str = '', generator=
                       method: str = 'ode', terms: list | None = None) -> np.ndarray:
   """Per-example bits/dim (nats/dim for vectors) of config.eval.bpd_dataset, `[N]` float64,
   over its first eval.bpd_num_batches batches (0: all), by `method` ('ode' or 'vlb'; `terms`
-  collects the VLB's per-term breakdown, see `_vlb_values`). With `cache_dir`, each batch's
-  values are saved there as bpd_<i>.npy (vlb_<i>.npy) and reused. The noise comes from
-  `generator` (one stream for all batches), or else from a generator per batch seeded by
-  seed + i, so that a batch recomputed after a pre-emption equals the lost one."""
+  collects the VLB's per-term breakdown per batch, see `_vlb_values`): `likelihood_batches` of
+  every batch, concatenated in order."""
+  per_terms = {} if terms is not None else None
+  found = likelihood_batches(config, model, flat, cache_dir, generator, method, per_terms)
+  if terms is not None:
+    terms.extend(per_terms[i] for i in sorted(per_terms))
+  return np.concatenate([found[i] for i in sorted(found)])
+
+
+def likelihood_batches(config, model, flat: bool, cache_dir: str = '', generator=None,
+                       method: str = 'ode', terms: dict | None = None,
+                       shard: tuple[int, int] = (0, 1)) -> dict:
+  """{batch index: per-example values `[B]` float64} of the batches i with i % shard[1] ==
+  shard[0] (rank, world size: all batches on one process). With `cache_dir`, each batch's
+  values are saved there as bpd_<i>.npy (vlb_<i>.npy) and reused. The noise comes from `generator` (one stream for all
+  batches), or else from a generator per batch seeded by seed + i, so that a batch recomputed
+  after a pre-emption, or on another rank, equals the lost one. `terms` gets {i: VLB terms}."""
   from score_sde.evaluation.manifest import read_values_shard
   from score_sde.generate import write_output
   device = next(model.parameters()).device
@@ -176,23 +214,29 @@ def likelihood_values(config, model, flat: bool, cache_dir: str = '', generator=
   n_batches = loader.batches_per_epoch
   if config.eval.bpd_num_batches > 0:
     n_batches = min(n_batches, config.eval.bpd_num_batches)
-  values, stem = [], 'bpd' if method == 'ode' else 'vlb'
-  for i in tqdm.tqdm(range(n_batches), desc=f'likelihood ({method})', dynamic_ncols=True):
+  wanted = set(range(shard[0], n_batches, shard[1]))
+  values, stem = {}, 'bpd' if method == 'ode' else 'vlb'
+  for i in progress(range(n_batches), desc=f'likelihood ({method})'):
     x, _ = next(loader)
+    if i not in wanted:
+      continue
     cached = os.path.join(cache_dir, f'{stem}_{i:05d}.npy') if cache_dir else ''
     found = read_values_shard(cached, len(x)) if cached else None
     if found is not None:
-      values.append(found)
+      values[i] = found
       continue
     gen = generator or torch.Generator(device=device).manual_seed(config.seed + i)
-    values.append(_batch_values(config, model, x, flat, gen, method, terms))
-    if not np.isfinite(values[-1]).all():  # never cached; the summary reports null
+    batch_terms = [] if terms is not None else None
+    values[i] = _batch_values(config, model, x, flat, gen, method, batch_terms)
+    if batch_terms:
+      terms[i] = batch_terms[0]
+    if not np.isfinite(values[i]).all():  # never cached; the summary reports null
       logging.warning('likelihood (%s) of batch %d is not finite for %d of %d examples: the '
                       "checkpoint's weights may be NaN", method, i,
-                      int((~np.isfinite(values[-1])).sum()), len(x))
+                      int((~np.isfinite(values[i])).sum()), len(x))
     elif cached:
-      write_output(cached, lambda p: ckpt.save_npy(p, values[-1]))
-  return np.concatenate(values)
+      write_output(cached, lambda p: ckpt.save_npy(p, values[i]))
+  return values
 
 
 def summary(values: np.ndarray) -> tuple[float | None, float | None]:
@@ -207,4 +251,4 @@ def summary(values: np.ndarray) -> tuple[float | None, float | None]:
 
 
 __all__ = ['eval_checkpoints', 'eval_samples', 'reference_stats', 'quality_reference',
-           'sample_quality', 'likelihood_values', 'summary']
+           'sample_quality', 'likelihood_values', 'likelihood_batches', 'summary']

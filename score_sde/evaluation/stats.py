@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from score_sde.progress import progress as progress_bar
 
 from score_sde.evaluation.metrics import feature_statistics
 
@@ -36,9 +36,12 @@ class FeatureStats(NamedTuple):
   pool3: np.ndarray | None = None
 
 
-def _as_image_batch(batch) -> torch.Tensor:
-  """A tensor / array `[B, C, H, W]` (floats in [0, 1] or uint8 in [0, 255]) -> float tensor."""
+def _as_image_batch(batch, keep_uint8: bool = False) -> torch.Tensor:
+  """A tensor / array `[B, C, H, W]` (floats in [0, 1] or uint8 in [0, 255]) -> float tensor
+  (uint8 kept as it is with `keep_uint8`, for a model that takes it: exact pixel values)."""
   images = torch.as_tensor(batch)
+  if images.dtype == torch.uint8 and keep_uint8:
+    return images
   if images.dtype == torch.uint8:
     return images.float() / 255.0
   if not images.is_floating_point():
@@ -67,9 +70,10 @@ def compute_activations(images_iter: Iterable, model: nn.Module, device: str | t
   was_training = model.training
   model.eval()
   try:
-    with tqdm(total=num_images, unit='img', desc='Inception', disable=not progress) as bar:
+    with progress_bar(total=num_images, unit='img', desc='Inception', disable=not progress) as bar:
       for batch in images_iter:
-        for chunk in torch.split(_as_image_batch(batch), batch_size):
+        for chunk in torch.split(_as_image_batch(batch, getattr(model, 'takes_uint8', False)),
+                                 batch_size):
           out = model(chunk.to(device))
           for name in Activations._fields:
             outputs[name].append(getattr(out, name).detach().cpu().float().numpy())

@@ -92,20 +92,54 @@ def _fmt(v) -> str:
   return repr(v)
 
 
-def load_checkpoint(path: str, config, device='cpu', use_ema: bool = True, sde=None) -> ScoreModel:
-  """A `ScoreModel` for `config` with the weights of checkpoint `path`, ready for evaluation.
+def load_checkpoint(path: str, config=None, device='cpu', use_ema: bool = True, sde=None) -> ScoreModel:
+  """A `ScoreModel` with the weights of checkpoint `path`, ready for evaluation.
 
-  Reads our checkpoints and score_sde_pytorch's (`module.`-prefixed keys) with
-  `weights_only=True`; loads the EMA weights when `use_ema` and the file has them. A
-  mismatched file, or one whose recorded SDE / network / conventions differ from `config`,
-  raises a one-line `CheckpointError`.
+  `config` None: the resolved config recorded in our checkpoints (`checkpoint_config`);
+  score_sde_pytorch's files record none, and need the matching config. Reads our checkpoints
+  and score_sde_pytorch's (`module.`-prefixed keys) with `weights_only=True`; loads the EMA
+  weights when `use_ema` and the file has them. A mismatched file, or one whose recorded SDE /
+  network / conventions differ from `config`, raises a one-line `CheckpointError` (naming the
+  keys it was trained with, when it records its config).
   """
   from score_sde.sdes import get_sde
-  model = create_model(config, sde if sde is not None else get_sde(config))
   state = _ckpt.read_checkpoint(path)
-  check_metadata(state.get('meta'), config, model, f'checkpoint {path}')
-  load_state(model.net, state, use_ema, f'checkpoint {path}')
+  if config is None:
+    config = checkpoint_config(state, path)
+  model = create_model(config, sde if sde is not None else get_sde(config))
+  try:
+    check_metadata(state.get('meta'), config, model, f'checkpoint {path}')
+    load_state(model.net, state, use_ema, f'checkpoint {path}')
+  except _ckpt.CheckpointError as e:
+    raise _ckpt.CheckpointError(f'{e}{trained_with_hint(state, config, path)}') from None
   return model.to(device).eval()
+
+
+def checkpoint_config(state: dict, path: str = 'checkpoint'):
+  """The resolved config that checkpoint `state` (read from `path`) records; a one-line
+  `CheckpointError` for files without one (score_sde_pytorch's, or ours before configs were
+  recorded)."""
+  from score_sde.run_record import CONFIG_KEY, config_from_json
+  if not state.get(CONFIG_KEY):
+    raise _ckpt.CheckpointError(f'checkpoint {path} records no config (a score_sde_pytorch '
+                                'checkpoint, or an older one): pass the config it was trained with')
+  return config_from_json(state[CONFIG_KEY], f'checkpoint {path}')
+
+
+def trained_with_hint(state: dict, config, path: str) -> str:
+  """' (it was trained with --config.k=v ...)' for the model-defining keys where the config
+  recorded in `state` differs from `config` ('' when it records none)."""
+  from score_sde.run_record import CONFIG_KEY, changed_keys, flatten, identity_keys, show_value
+  if not state.get(CONFIG_KEY):
+    return ''
+  try:
+    old = flatten(checkpoint_config(state, path))
+  except _ckpt.CheckpointError:
+    return ''
+  new = flatten(config)
+  keys = [k for k in changed_keys(old, new) if k in identity_keys({**old, **new})]
+  flags = ' '.join(f'--config.{k}={show_value(old.get(k))}' for k in keys)
+  return f' (it was trained with {flags})' if keys else ''
 
 
 def load_state(module, state: dict, use_ema: bool = True, where: str = 'checkpoint') -> None:
@@ -121,6 +155,6 @@ def load_state(module, state: dict, use_ema: bool = True, where: str = 'checkpoi
     ema.copy_to(module.parameters())
 
 
-__all__ = ['load_checkpoint', 'NETWORKS', 'NetworkSpec', 'ScoreModel', 'ExponentialMovingAverage', 'MLP',
+__all__ = ['load_checkpoint', 'checkpoint_config', 'NETWORKS', 'NetworkSpec', 'ScoreModel', 'ExponentialMovingAverage', 'MLP',
            'SmallUNet', 'create_network', 'create_model', 'resolve_conventions', 'network_spec',
-           'data_shape', 'checkpoint_metadata', 'check_metadata', 'load_state']
+           'data_shape', 'checkpoint_metadata', 'check_metadata', 'load_state', 'trained_with_hint']

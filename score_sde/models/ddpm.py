@@ -4,6 +4,12 @@ score_sde_pytorch's `models/ddpm.py` (itself a port of diffusion_tf/models/unet.
 A PixelCNN++-style U-Net: `num_res_blocks` DDPM residual blocks per resolution, self-attention
 at `attn_resolutions`, GroupNorm(32) everywhere, and the sinusoidal time embedding through a
 two-layer MLP. Modules sit in one flat `all_modules` ModuleList in the reference's order.
+
+On the up path at an attention resolution, score_sde_pytorch's port has one attention block per
+level (after the level's last residual block). Ho et al.'s network (diffusion_tf, and diffusers'
+`AttnUpBlock2D`, e.g. google/ddpm-cifar10-32) has one after every residual block there:
+`config.model.attn_every_up_block=True` builds that layout (two more attention blocks at
+CIFAR-10's settings); off, the layout is score_sde_pytorch's, unchanged.
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ class DDPM(nn.Module):
     self.attn_at_level = [r in self.attn_resolutions for r in self.all_resolutions]
     self.conditional, self.centered = m.conditional, config.data.centered
     self.scale_by_sigma = m.scale_by_sigma
+    self.attn_every_up_block = bool(m.get('attn_every_up_block', False))
     resblock = functools.partial(ResnetBlockDDPM, act=act, temb_dim=4 * nf, dropout=m.dropout)
     channels = config.data.num_channels
 
@@ -60,7 +67,9 @@ class DDPM(nn.Module):
       for _ in range(self.num_res_blocks + 1):
         modules.append(resblock(in_ch=in_ch + hs_c.pop(), out_ch=nf * ch_mult[i_level]))
         in_ch = nf * ch_mult[i_level]
-      if self.attn_at_level[i_level]:
+        if self.attn_at_level[i_level] and self.attn_every_up_block:
+          modules.append(AttnBlock(channels=in_ch))
+      if self.attn_at_level[i_level] and not self.attn_every_up_block:
         modules.append(AttnBlock(channels=in_ch))
       if i_level != 0:
         modules.append(Upsample(channels=in_ch, with_conv=m.resamp_with_conv))
@@ -93,7 +102,9 @@ class DDPM(nn.Module):
     for i_level in reversed(range(self.num_resolutions)):
       for _ in range(self.num_res_blocks + 1):
         h = next(mods)(torch.cat([h, hs.pop()], dim=1), temb)
-      if self.attn_at_level[i_level]:
+        if self.attn_at_level[i_level] and self.attn_every_up_block:
+          h = next(mods)(h)
+      if self.attn_at_level[i_level] and not self.attn_every_up_block:
         h = next(mods)(h)
       if i_level != 0:
         h = next(mods)(h)

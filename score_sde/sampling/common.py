@@ -1,16 +1,50 @@
 """Pieces every solver shares: NFE counting, the Tweedie denoising step, the latest x0
-prediction for callbacks, time grids and the checks of explicit times and options."""
+prediction and the `Step` record for callbacks, and the checks of explicit times and options."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import numbers
+from typing import NamedTuple
 
 import torch
 
 from score_sde.conventions import x0_from_score
 from score_sde.sdes import SDE
 from score_sde.utils import full_t
+
+
+class Step(NamedTuple):
+  """What a solver reports after step i (1..steps): x `[B, ...]` at time t (a float) and
+  `denoised`, its x0 prediction `[B, ...]` or None (each solver's `SolverSpec.denoised` says
+  which). A NamedTuple, so `i, t, x, denoised = step` works."""
+  i: int
+  t: float
+  x: torch.Tensor
+  denoised: torch.Tensor | None
+
+
+def step_callback(callback):
+  """`callback` as a function of one `Step`: a callback that takes one positional argument
+  gets the record, any other (the older `callback(i, t, x, denoised)`) its four fields."""
+  if callback is None:
+    return None
+  try:
+    sig = inspect.signature(callback)
+  except (TypeError, ValueError):  # no signature (some builtins): the four-argument form
+    return lambda step: callback(*step)
+  if _binds(sig, 1) and not _binds(sig, 4):
+    return callback
+  return lambda step: callback(*step)
+
+
+def _binds(sig: inspect.Signature, n: int) -> bool:
+  try:
+    sig.bind(*([None] * n))
+    return True
+  except TypeError:
+    return False
 
 
 @dataclasses.dataclass
@@ -83,11 +117,6 @@ def tweedie_denoise(sde: SDE, score_fn, x: torch.Tensor, t: float) -> torch.Tens
   return x0_from_score(x, score_fn(x, tt), alpha, std)
 
 
-def uniform_time_grid(sde: SDE, steps: int, eps: float, device) -> torch.Tensor:
-  """`steps` times equally spaced from T down to eps (inclusive): score_sde's PC grid."""
-  return torch.linspace(sde.T, eps, steps, device=device)
-
-
 def check_score_shape(out, x: torch.Tensor) -> None:
   """A ValueError unless the score `out` is a tensor of x's shape `[B, ...]`."""
   if not torch.is_tensor(out) or tuple(out.shape) != tuple(x.shape):
@@ -106,6 +135,12 @@ def check_steps_and_shape(steps, shape) -> None:
   dims = tuple(shape.shape) if torch.is_tensor(shape) else tuple(shape)
   if not dims or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in dims):
     raise ValueError(f'shape = {dims}: must be [B, ...] with a batch B >= 1 and every size >= 1')
+
+
+class Times(list):
+  """Times `[T, ..., end]` (floats) resolved by `SolverSpec.times`: checked explicit times or
+  a solver's own grid, which a solver handed them does not check again (a chain grid of VE
+  visits table index 0 at t = 0 before its end marker 0)."""
 
 
 def check_times(sde: SDE, ts, allow_zero_end: bool = False) -> list[float]:

@@ -7,14 +7,15 @@ Table index i is evaluated at the SDE's own time `sde.time_of_index(i)`, so a di
 network ('index' labels) sees exactly the integer indices it was trained on; the noise
 prediction is eps = -sigma_i score. With `steps < N` both samplers run on the strided "leading"
 subsequence tau = (0, r, 2r, ..., (steps-1) r), r = N // steps (as diffusers). Both end at
-sigma = 0 (the last update returns the x0 prediction), so `denoise` and `eps` are not used and
-no extra score evaluation is made. Explicit decreasing times `ts` select the table indices
-`sde.index_of_time(t)` of all but the last time (the end, at the data).
+sigma = 0 (the last update returns the x0 prediction), so they take no end time and no
+`denoise`, and make no extra score evaluation. Their times `ts` (`grids.chain_grid`, or
+explicit decreasing times) select the table indices `sde.index_of_time(t)` of all but the last
+time (the end, at the data).
 
 A model with a learned variance (`conventions.variance_fn`, IDDPM) is used by both: DDPM draws
 from N(mean, Sigma_theta) (variance 'learned', chosen by 'auto'), and DDIM with eta > 0 adds
 noise of variance eta^2 Sigma_theta instead of eta^2 beta tilde (so eta = 1 is still DDPM's
-ancestral step). Both take `callback(i, t, x, denoised)` after every step.
+ancestral step). Both take `callback(Step)` after every step.
 
 In terms of (alpha, sigma), with a = alpha_t / alpha_s and v = sigma_t^2 - a^2 sigma_s^2 the
 variance of the step s -> t (beta' = 1 - abar_t/abar_s for DDPM), the formulas are the papers'
@@ -28,7 +29,9 @@ import torch
 
 from score_sde import conventions as cv
 from score_sde.chain_posterior import leading_indices, step_posterior
-from score_sde.sampling.common import check_times
+from score_sde.sampling.common import Step, Times, check_times
+from score_sde.sampling.grids import chain_grid
+from score_sde.sampling.spec import SolverSpec
 from score_sde.sdes import SDE
 from score_sde.utils import full_t, randn_like
 
@@ -100,13 +103,12 @@ def ddpm_step(x: torch.Tensor, eps: torch.Tensor, k_t: tuple, k_s: tuple, varian
   return mean + math.sqrt(var) * noise
 
 
-def chain_indices(sde: SDE, steps: int | None, ts=None) -> list[int]:
-  """The increasing table indices the samplers visit: the leading subsequence of `steps`, or
-  those of explicit decreasing times `ts` (`sde.index_of_time` of all but the last, which
-  marks the end at the data), which must be distinct."""
-  if ts is None:
-    return leading_indices(sde.N, steps or sde.N)
-  ts = check_times(sde, ts, allow_zero_end=True)
+def chain_indices(sde: SDE, ts) -> list[int]:
+  """The increasing table indices the samplers visit: those of the decreasing times `ts`
+  (`grids.chain_grid` or explicit; `sde.index_of_time` of all but the last, which marks the
+  end at the data), which must be distinct."""
+  if not isinstance(ts, Times):  # resolved times are checked (and VE's chain grid ends 0, 0)
+    ts = check_times(sde, ts, allow_zero_end=True)
   idx = sde.index_of_time(torch.tensor(ts[:-1], dtype=torch.float64)).tolist()
   if any(b >= a for a, b in zip(idx, idx[1:])):
     raise ValueError(f'ts map to chain indices {idx[:8]}...: they must be strictly decreasing '
@@ -116,8 +118,8 @@ def chain_indices(sde: SDE, steps: int | None, ts=None) -> list[int]:
 
 def _run(sde: SDE, score_fn, x, tau, progress, update, callback=None, learned=False):
   """Shared loop over the table indices tau (increasing) from the last down to the data
-  (index -1); `update(x, eps, v, k_t, k_s)`; callback(i, t, x, x0 prediction) after step i
-  (1..steps)."""
+  (index -1); `update(x, eps, v, k_t, k_s)`; callback(Step(i, t, x, x0 prediction)) after
+  step i (1..steps)."""
   alphas, sigmas = sde.discrete_kernel(torch.tensor(tau + [-1]))
   kern = {i: (float(a), float(s)) for i, a, s in zip(tau + [-1], alphas, sigmas)}
   pairs = list(zip(tau[::-1], tau[::-1][1:] + [-1]))
@@ -129,18 +131,18 @@ def _run(sde: SDE, score_fn, x, tau, progress, update, callback=None, learned=Fa
     x_new = update(x, eps, v, kern[i], kern[s])
     if callback is not None:
       t_s = sde.time_of_index(s) if s >= 0 else 0.0
-      callback(n + 1, t_s, x_new, cv.x0_from_eps(x, eps, *kern[i]))
+      callback(Step(n + 1, t_s, x_new, cv.x0_from_eps(x, eps, *kern[i])))
     x = x_new
   return x
 
 
-def ddpm_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, eps: float = 1e-3,
-                denoise: bool = True, generator=None, variance: str = 'auto',
-                ts=None, callback=None, progress=None) -> torch.Tensor:
+def ddpm_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, generator=None,
+                variance: str = 'auto', ts=None, callback=None, progress=None) -> torch.Tensor:
   """DDPM ancestral sampling (Ho et al. 2020, Alg. 2) from x_T `[B, ...]`; returns x_0 `[B, ...]`.
 
-  `steps` (default N) table steps; `variance` one of VARIANCES: "small" (beta_tilde), "large"
-  (beta), "learned" (the model's, IDDPM) or "auto" (learned if the model has it, else small).
+  `steps` (default N) table steps, or the table times `ts` (`chain_indices`); `variance` one
+  of VARIANCES: "small" (beta_tilde), "large" (beta), "learned" (the model's, IDDPM) or "auto"
+  (learned if the model has it, else small).
   """
   _check_chain(sde, 'ddpm')
   if variance not in VARIANCES:
@@ -151,17 +153,17 @@ def ddpm_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None
   variance = ('learned' if has_v else 'small') if variance == 'auto' else variance
   update = lambda x, e, v, k_t, k_s: ddpm_step(x, e, k_t, k_s, variance,
                                                randn_like(x, generator) if k_s[1] > 0 else None, v)
-  return _run(sde, score_fn, x, chain_indices(sde, steps, ts), progress, update, callback,
-              learned=variance == 'learned')
+  tau = chain_indices(sde, DDPM_SPEC.times(sde, steps, 0.0, ts))
+  return _run(sde, score_fn, x, tau, progress, update, callback, learned=variance == 'learned')
 
 
-def ddim_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, eps: float = 1e-3,
-                denoise: bool = True, generator=None, eta: float = 0.0,
-                ts=None, callback=None, progress=None) -> torch.Tensor:
+def ddim_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, generator=None,
+                eta: float = 0.0, ts=None, callback=None, progress=None) -> torch.Tensor:
   """DDIM (Song, Meng & Ermon 2021, Eq. 12) from x_T `[B, ...]`; returns x_0 `[B, ...]`.
 
-  eta = 0 is deterministic (Euler on the PF-ODE in (x/alpha, sigma/alpha), i.e.
-  DPM-Solver-1); eta = 1 on the full grid has DDPM's marginals.
+  `steps` (default N) table steps, or the table times `ts` (`chain_indices`). eta = 0 is
+  deterministic (Euler on the PF-ODE in (x/alpha, sigma/alpha), i.e. DPM-Solver-1); eta = 1 on
+  the full grid has DDPM's marginals.
   """
   _check_chain(sde, 'ddim')
   if eta < 0:
@@ -169,8 +171,16 @@ def ddim_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None
   learned = eta > 0 and cv.variance_fn(score_fn) is not None
   update = lambda x, e, v, k_t, k_s: ddim_step(x, e, k_t, k_s, eta,
                                                randn_like(x, generator) if eta > 0 and k_s[1] > 0 else None, v)
-  return _run(sde, score_fn, x, chain_indices(sde, steps, ts), progress, update, callback, learned)
+  tau = chain_indices(sde, DDIM_SPEC.times(sde, steps, 0.0, ts))
+  return _run(sde, score_fn, x, tau, progress, update, callback, learned)
+
+
+_CHAIN = dict(grid=lambda sde, steps, eps, o: chain_grid(sde, steps), zero_end=True, uses=('generator',),
+              grid_doc='the times of `steps` table indices (the leading subsequence of N), then 0',
+              nfe=lambda steps, o, denoise: steps, denoised="x0 prediction of the step's eps, at its start")
+DDPM_SPEC = SolverSpec('ddpm', ddpm_sample, choices={'variance': VARIANCES}, **_CHAIN)
+DDIM_SPEC = SolverSpec('ddim', ddim_sample, stochastic=lambda o: o.eta > 0, **_CHAIN)
 
 
 __all__ = ['ddpm_sample', 'ddim_sample', 'ddim_step', 'ddpm_step', 'leading_indices', 'chain_indices',
-           'VARIANCES']
+           'VARIANCES', 'DDPM_SPEC', 'DDIM_SPEC']

@@ -15,9 +15,13 @@ import math
 
 import torch
 
-from score_sde.sampling.common import tweedie_denoise
-from score_sde.sampling.grids import GRIDS, Schedule as _Schedule, resolve_grid, time_grid  # noqa: F401
+from score_sde.sampling.common import Step, tweedie_denoise
+from score_sde.sampling.grids import GRIDS, KernelAt, time_grid
+from score_sde.sampling.spec import SolverSpec
 from score_sde.sdes import SDE
+
+ORDERS = (1, 2, 3)
+
 
 def _data_pred(sde, score_fn, x, t):
   return tweedie_denoise(sde, score_fn, x, t)
@@ -51,13 +55,13 @@ def multistep_update(x, ms, lams, t_sched, order):
 def singlestep_update(sde, score_fn, x, m0, s: float, t: float, order: int):
   """One single-step DPM-Solver++(2S)/(3S) update s -> t with intermediate points at
   lambda_s + r h, r = 1/2 (order 2) or 1/3, 2/3 (order 3); `order - 1` extra NFE."""
-  sched = _Schedule(sde)
+  sched = KernelAt(sde)
   _, sigma_s, lam_s = sched(s)
   alpha_t, sigma_t, lam_t = sched(t)
   h = lam_t - lam_s
   phi_1 = math.expm1(-h)
   rs = (0.5,) if order == 2 else (1 / 3, 2 / 3)
-  t1 = sched.t_of(lam_s + rs[0] * h)
+  t1 = sched.t_of_lam(lam_s + rs[0] * h)
   a1, s1, _ = sched(t1)
   x1 = (s1 / sigma_s) * x - a1 * math.expm1(-rs[0] * h) * m0
   m1 = _data_pred(sde, score_fn, x1, t1)
@@ -65,7 +69,7 @@ def singlestep_update(sde, score_fn, x, m0, s: float, t: float, order: int):
   if order == 2:
     return base - (0.5 / rs[0]) * alpha_t * phi_1 * (m1 - m0)
   r1, r2 = rs
-  t2 = sched.t_of(lam_s + r2 * h)
+  t2 = sched.t_of_lam(lam_s + r2 * h)
   a2, s2, _ = sched(t2)
   phi_22 = math.expm1(-r2 * h) / (r2 * h) + 1.0
   x2 = (s2 / sigma_s) * x - a2 * math.expm1(-r2 * h) * m0 + (r2 / r1) * a2 * phi_22 * (m1 - m0)
@@ -74,19 +78,19 @@ def singlestep_update(sde, score_fn, x, m0, s: float, t: float, order: int):
 
 
 def dpm_solver_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None,
-                      eps: float = 1e-3, denoise: bool = True, generator=None, order: int = 2,
+                      eps: float = 1e-3, denoise: bool = True, order: int = 2,
                       multistep: bool = True, grid: str = 'logsnr', lower_order_final: bool = True,
                       ts=None, callback=None, progress=None) -> torch.Tensor:
-  """DPM-Solver++ from x_T `[B, ...]` at T to eps over `steps` (default 20) intervals of `grid`,
-  or over explicit decreasing times `ts` (steps + 1 of them); then Tweedie to t = 0 if
-  `denoise` (1 NFE). NFE = steps (multistep) or order * steps. `callback(i, t, x, denoised)`
-  is called after step i (1..steps) with the state and the latest x0 prediction (None at the
-  last step). Returns `[B, ...]`. Deterministic: `generator` is unused."""
-  if order not in (1, 2, 3):
+  """DPM-Solver++ from x_T `[B, ...]` at ts[0] over the decreasing times `ts` (default the
+  named `grid` of `steps`, default 20, intervals to eps); then Tweedie at ts[-1] if `denoise`
+  (1 NFE). NFE = steps (multistep) or order * steps. `callback(Step)` after step i
+  (1..steps) at t = ts[i] (see SPEC.denoised). Returns `[B, ...]`. Deterministic: it takes no
+  generator."""
+  if order not in ORDERS:
     raise ValueError(f'order must be 1, 2 or 3, got {order}')
-  ts = resolve_grid(sde, steps or 20, eps, grid, ts)
+  ts = SPEC.times(sde, steps, eps, ts, SPEC.options(grid=grid))
   steps = len(ts) - 1
-  sched = _Schedule(sde)
+  sched = KernelAt(sde)
   m = _data_pred(sde, score_fn, x, ts[0])
   ms, lams = [m], [sched(ts[0])[2]]
   idx = range(1, steps + 1)
@@ -105,8 +109,16 @@ def dpm_solver_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None 
     if i < steps:
       ms = (ms + [_data_pred(sde, score_fn, x, ts[i])])[-3:]
     if callback is not None:
-      callback(i, ts[i], x, ms[-1] if i < steps else None)
+      callback(Step(i, ts[i], x, ms[-1] if i < steps else None))
   return tweedie_denoise(sde, score_fn, x, ts[-1]) if denoise else x
 
 
-__all__ = ['dpm_solver_sample', 'time_grid', 'multistep_update', 'singlestep_update', 'GRIDS']
+SPEC = SolverSpec(
+    'dpm_solver', dpm_solver_sample, grid=lambda sde, steps, eps, o: time_grid(sde, steps, eps, o.grid),
+    default_steps=20, grid_doc='the named `grid` (logsnr, time_uniform, karras) from T to eps, or optimized',
+    nfe=lambda steps, o, denoise: (steps if o.multistep or o.order == 1 else o.order * steps) + denoise,
+    denoised='x0 prediction at the step\'s end t_i (None at the last step)', uses=('denoise',),
+    tunable=True, stochastic=lambda o: False, choices={'order': ORDERS, 'grid': GRIDS + ('optimized',)})
+
+
+__all__ = ['dpm_solver_sample', 'multistep_update', 'singlestep_update', 'SPEC']

@@ -36,15 +36,20 @@ import weakref
 import torch
 
 from score_sde.sampling import grid_cache
-from score_sde.sampling.dpm_solver import dpm_solver_sample
 from score_sde.sampling.grid_cache import CACHE_FILE
-from score_sde.sampling.grids import time_grid
+from score_sde.sampling.grids import KernelAt, time_grid, times_of_lambdas
 from score_sde.sampling.ode import ode_integrate, probability_flow_drift
-from score_sde.sampling.unipc import unipc_sample
+from score_sde.sampling.spec import REGISTRY, RegistryView
 from score_sde.sdes import SDE
 
-TUNABLE = {'dpm_solver': dpm_solver_sample, 'unipc': unipc_sample}
-GRID_OPTIONS = ('order', 'multistep', 'variant', 'lower_order_final')  # options that shape the error
+TUNABLE = RegistryView(lambda spec: spec.fn, keep=lambda spec: spec.tunable)  # {name: fn}, live
+
+
+def grid_options(solver: str) -> tuple[str, ...]:
+  """The options of a tunable `solver` that shape its discretisation error (all but `grid`)."""
+  return tuple(k for k in REGISTRY[solver].option_names if k != 'grid')
+
+
 LOSSES = ('log', 'mse')
 _MEMORY: dict[str, list[float]] = {}
 
@@ -121,11 +126,6 @@ def knot_levels(steps: int, max_knots: int) -> list[int]:
   return levels + [top] if top >= 2 else []
 
 
-def _times(sde: SDE, lams: list[float], eps: float) -> list[float]:
-  inner = sde.t_from_log_snr(torch.tensor(lams[1:-1], dtype=torch.float64)).tolist()
-  return [sde.T] + inner + [eps]
-
-
 def _golden(f, lo: float, hi: float, x0: float, f0: float, iters: int):
   """Golden-section search of f on [lo, hi] with `iters` evaluations; the best (f, x) seen,
   (f0, x0) included (so a move never makes f worse)."""
@@ -166,7 +166,7 @@ def search_knots(objective, knots: list[float], passes: int, iters: int):
 
 def cache_key(model_key: str, sde: SDE, solver: str, options: dict, steps: int, eps: float,
               shape, tuning: GridTuning) -> str:
-  opts = {k: options[k] for k in sorted(options) if k in GRID_OPTIONS}
+  opts = {k: options[k] for k in sorted(options) if k in grid_options(solver)}
   sde_id = f'{type(sde).__name__}{sorted(getattr(sde, "hparams", {}).items())}'
   return (f'{model_key}|{sde_id}|{solver}|{json.dumps(opts, sort_keys=True)}|K={steps}|eps={eps!r}|'
           f'shape={list(shape)}|P={tuning.pilot_batch},passes={tuning.passes},iters={tuning.iters},'
@@ -184,16 +184,16 @@ def tune_grid(sde: SDE, score_fn, solver: str, steps: int, eps: float, x_T: torc
   """The optimized grid for pilot draws x_T `[P, ...]` (no cache): (ts, its mean squared
   endpoint error, the logSNR grid's)."""
   run = TUNABLE[solver]
-  opts = {k: v for k, v in options.items() if k in GRID_OPTIONS}
+  opts = {k: v for k, v in options.items() if k in grid_options(solver)}
   with torch.no_grad():
     ref = ode_integrate(probability_flow_drift(sde, score_fn), x_T, sde.T, eps,
                         rtol=tuning.ref_tol, atol=tuning.ref_tol)
-  lam_t, lam_e = (float(sde.log_snr(torch.tensor([t], dtype=torch.float64))) for t in (sde.T, eps))
+  lam_t, lam_e = KernelAt(sde).lam(sde.T), KernelAt(sde).lam(eps)
 
   def objective(knots):
-    ts = _times(sde, knot_lambdas(knots, steps, lam_t, lam_e), eps)
+    ts = times_of_lambdas(sde, knot_lambdas(knots, steps, lam_t, lam_e), eps)
     with torch.no_grad():
-      x = run(sde, score_fn, x_T, ts=ts, eps=eps, denoise=False, **opts)
+      x = run(sde, score_fn, x_T, ts=ts, denoise=False, **opts)
     err = (x - ref).reshape(x.shape[0], -1).double().pow(2).sum(1)
     err = err.mean() if tuning.loss == 'mse' else err.clamp_min(1e-30).log().mean()
     return float(err) if torch.isfinite(err) else math.inf
@@ -203,14 +203,14 @@ def tune_grid(sde: SDE, score_fn, solver: str, steps: int, eps: float, x_T: torc
   for m in knot_levels(steps, tuning.max_knots):  # coarse to fine, each level from the last
     knots = knot_lambdas(knots, m, 0.0, 1.0)
     knots, best = search_knots(objective, knots, tuning.passes, tuning.iters)
-  return _times(sde, knot_lambdas(knots, steps, lam_t, lam_e), eps), best, base
+  return times_of_lambdas(sde, knot_lambdas(knots, steps, lam_t, lam_e), eps), best, base
 
 
 def optimized_grid(sde: SDE, score_fn, solver: str, steps: int, eps: float, shape, *,
                    options: dict | None = None, tuning: GridTuning | None = None,
                    device=None, dtype=torch.float32) -> list[float]:
-  """The steps + 1 times (T down to eps) of the optimized grid of `solver` (dpm_solver or
-  unipc, with its `options`: order, variant, multistep, lower_order_final) for
+  """The steps + 1 times (T down to eps) of the optimized grid of `solver` (one of TUNABLE:
+  dpm_solver, unipc; of its `options`, those of `grid_options(solver)` count) for
   `score_fn(x [B, ...], t [B])` on data of per-sample `shape`, from the caches or tuned on
   `tuning.pilot_batch` prior draws `[P, *shape]` (see the module docstring for the cost)."""
   if solver not in TUNABLE:
@@ -241,4 +241,4 @@ def optimized_grid(sde: SDE, score_fn, solver: str, steps: int, eps: float, shap
 
 
 __all__ = ['optimized_grid', 'tune_grid', 'GridTuning', 'model_fingerprint', 'search_knots',
-           'knot_lambdas', 'TUNABLE', 'CACHE_FILE']
+           'knot_lambdas', 'TUNABLE', 'CACHE_FILE', 'grid_options']

@@ -1,15 +1,18 @@
 """Predictor-corrector samplers (Song et al. 2021, Sec. 4.2, Alg. 1-3 and App. G).
 
-The reverse SDE is discretised on the score_sde grid t_j = linspace(T, eps, N) (N = `steps`);
-at every t_j the corrector runs `n_steps` Langevin iterations, then the predictor moves to
-t_{j+1} (the last predictor step goes from eps to 0). Predictors and correctors are
-built once per run and see only `score_fn(x, t)`; everything is rank-agnostic.
+The reverse SDE is discretised on the score_sde grid t_j = linspace(T, eps, N) (N = `steps`,
+default the SDE's N); at every t_j the corrector runs `n_steps` Langevin iterations, then the
+predictor moves to t_{j+1} (the last predictor step goes from eps to 0): `steps` steps.
+Predictors and correctors are built once per run and see only `score_fn(x, t)`; everything is
+rank-agnostic.
 """
 from __future__ import annotations
 
 import torch
 
-from score_sde.sampling.common import LatestX0, check_times
+from score_sde.sampling.common import LatestX0, Step, check_times
+from score_sde.sampling.grids import uniform_grid
+from score_sde.sampling.spec import SolverSpec
 from score_sde.sdes import SDE
 from score_sde.utils import batch_norm2, bcast, full_t, randn_like
 
@@ -137,23 +140,24 @@ def _lookup(table: dict, name: str, kind: str):
 
 def pc_grid(sde: SDE, steps: int, eps: float) -> list[float]:
   """score_sde's PC grid: linspace(T, eps, steps) then 0 (the last predictor step), steps + 1 times."""
-  return torch.linspace(sde.T, eps, steps, dtype=torch.float64).tolist() + [0.0]
+  return uniform_grid(sde, steps - 1, eps) + [0.0]
 
 
 def build_pc(sde: SDE, score_fn, steps: int, eps: float, predictor: str, corrector: str,
              snr: float, n_steps: int, probability_flow: bool = False, ts=None):
   """(predict, correct, times) for `steps` PC steps on `pc_grid`, or on explicit times `ts`.
 
-  With steps = sde.N on the named grid the predictor and the corrector's alpha_i use the SDE's
-  own discrete chain, exactly as score_sde; otherwise the exact Gaussian step over each grid
-  interval, so that any step count gives a valid chain (an N-step DDPM table with N < beta_max
-  has beta > 1). Explicit `ts` equal to `pc_grid` (to 1e-12) are treated as the named grid.
+  On score_sde's own grid of N steps (`pc_grid(sde, sde.N, eps)`, to 1e-12) the predictor and
+  the corrector's alpha_i use the SDE's discrete chain, exactly as score_sde; otherwise the
+  exact Gaussian step over each grid interval, so that any step count gives a valid chain (an
+  N-step DDPM table with N < beta_max has beta > 1). A one-step grid's corrector uses T - eps.
   """
-  times = pc_grid(sde, steps, eps)
-  if ts is not None:
-    ts = check_times(sde, ts, allow_zero_end=True)
-    named = len(ts) == len(times) and max(abs(a - b) for a, b in zip(ts, times)) < 1e-12
-    times, steps = (times if named else ts), len(ts) - 1
+  times = pc_grid(sde, steps, eps) if ts is None else check_times(sde, ts, allow_zero_end=True)
+  steps = len(times) - 1
+  if steps == sde.N:
+    chain = pc_grid(sde, sde.N, eps)
+    if max(abs(a - b) for a, b in zip(times, chain)) < 1e-12:
+      times = chain
   on_chain = steps == sde.N and times == pc_grid(sde, steps, eps)
   grid_dt = times[0] - times[1] if steps > 1 else sde.T - eps
   predict = _lookup(PREDICTORS, predictor, 'predictor')(sde, score_fn, on_chain, probability_flow)
@@ -170,16 +174,16 @@ def pc_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, 
   `probability_flow`: the predictor integrates the probability-flow ODE (no noise), as
   score_sde's `sampling.probability_flow`; the corrector is unchanged.
 
-  `ts`: explicit decreasing times (steps + 1 of them, the last may be 0) instead of `pc_grid`:
-  the corrector runs at ts[j], the predictor steps ts[j] -> ts[j + 1]. `callback(i, t, x,
-  denoised)` after predictor step i (1..steps) with x `[B, ...]` at t = ts[i] and the x0
-  prediction of the step's latest score evaluation (None if neither part evaluates it).
+  `ts`: the decreasing times (steps + 1 of them, the last may be 0; default `pc_grid` of
+  `steps`, default N): the corrector runs at ts[j], the predictor steps ts[j] -> ts[j + 1].
+  `callback(Step)` after predictor step i (1..steps), at t = ts[i] (see SPEC.denoised).
 
   Returns the last predictor's noise-free mean if `denoise` (score_sde's "noise_removal"),
-  else the last noisy state. `steps` defaults to `sde.N` (see `build_pc` for other counts).
+  else the last noisy state (see `build_pc` for step counts other than N).
   """
+  ts = SPEC.times(sde, steps, eps, ts)
   latest = LatestX0(sde, score_fn) if callback is not None else score_fn
-  predict, correct, times = build_pc(sde, latest, steps or sde.N, eps, predictor, corrector, snr,
+  predict, correct, times = build_pc(sde, latest, len(ts) - 1, eps, predictor, corrector, snr,
                                      n_steps, probability_flow, ts)
   steps = len(times) - 1
   x_mean = x
@@ -188,5 +192,21 @@ def pc_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, 
     x, x_mean = correct(x, t, generator)
     x, x_mean = predict(x, t, times[j + 1] - times[j], generator)
     if callback is not None:
-      callback(j + 1, times[j + 1], x, latest.denoised())
+      callback(Step(j + 1, times[j + 1], x, latest.denoised()))
   return x_mean if denoise else x
+
+
+def _nfe(steps: int, o, denoise: bool) -> int:
+  """One score evaluation per predictor step and n_steps per corrector visit ('none': 0)."""
+  per_step = ((o.predictor or 'none').lower() != 'none') + o.n_steps * ((o.corrector or 'none').lower() != 'none')
+  return steps * per_step
+
+
+SPEC = SolverSpec(
+    'pc', pc_sample, grid=lambda sde, steps, eps, o: pc_grid(sde, steps, eps),
+    grid_doc="score_sde's: linspace(T, eps, steps) then 0 (steps predictor steps, the last eps -> 0)",
+    nfe=_nfe, denoised="x0 prediction (Tweedie) of the step's latest score evaluation; None if it made none",
+    uses=('eps', 'denoise', 'generator'), zero_end=True,
+    choices={'predictor': tuple(PREDICTORS), 'corrector': tuple(CORRECTORS)},
+    stochastic=lambda o: (o.corrector or 'none').lower() != 'none' or (
+        (o.predictor or 'none').lower() != 'none' and not o.probability_flow))

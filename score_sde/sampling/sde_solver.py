@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from score_sde.sampling.common import LatestX0, check_times, tweedie_denoise
+from score_sde.sampling.common import LatestX0, Step, tweedie_denoise
+from score_sde.sampling.grids import uniform_grid
+from score_sde.sampling.spec import SolverSpec
 from score_sde.sdes import SDE
 from score_sde.utils import full_t
 
@@ -52,22 +54,19 @@ def sde_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None,
                denoise: bool = True, generator=None, method: str = 'euler', adaptive: bool = False,
                rtol: float = 1e-3, atol: float = 1e-3, ts=None, callback=None,
                progress=None) -> torch.Tensor:
-  """Integrate the reverse SDE from x_T `[B, ...]` at T to eps with torchsde `method`
-  (euler, milstein (derivative-free), srk) on `steps` (default N) uniform steps, or on explicit
-  decreasing times `ts` (x is at ts[0]; one step per interval), or with torchsde's adaptive step
-  control (`adaptive`, `rtol`, `atol`; `steps` sets the first dt; `ts` are then the output
-  times, at which torchsde interpolates); then Tweedie at ts[-1] if `denoise`.
-  `callback(i, t, x, denoised)` after step i with x `[B, ...]` at t = ts[i] and the x0
-  prediction of the step's score evaluation; adaptive: once per output time after the solve,
-  with denoised None. Returns `[B, ...]`."""
+  """Integrate the reverse SDE from x_T `[B, ...]` at ts[0] to ts[-1] with torchsde `method`
+  (euler, milstein (derivative-free), srk), one step per interval of the decreasing times `ts`
+  (default the SPEC's grid: `steps`, default N, uniform steps to eps), or with torchsde's
+  adaptive step control (`adaptive`, `rtol`, `atol`; the first dt is the span / `steps`; `ts`
+  are then the output times, at which torchsde interpolates); then Tweedie at ts[-1] if
+  `denoise`. `callback(Step)` after step i at t = ts[i] (see SPEC.denoised); adaptive: once per
+  output time after the solve, with denoised None. Returns `[B, ...]`."""
   import torchsde
   method = method.lower()
   if method not in METHODS:
     raise ValueError(f"unknown torchsde method '{method}'; choose one of: {', '.join(METHODS)}")
-  steps = steps or sde.N
-  if ts is None:
-    ts = [sde.T, eps] if adaptive else torch.linspace(sde.T, eps, steps + 1, dtype=torch.float64).tolist()
-  ts = check_times(sde, ts)
+  steps = SPEC.steps(sde, steps)
+  ts = SPEC.times(sde, steps, eps, ts, SPEC.options(adaptive=adaptive))
   y0 = x.reshape(x.shape[0], -1)
   # reversed times s = T - t in float64; the Brownian motion spans all of them
   ss = [sde.T - t for t in ts]
@@ -78,12 +77,12 @@ def sde_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None,
   kwargs = dict(bm=bm, method=method, adaptive=adaptive, rtol=rtol, atol=atol,
                 options={'grad_free': True} if method == 'milstein' else None)
   rsde = ReversedTimeSDE(sde, latest, x.shape)
-  report = (lambda i, y: callback(i, ts[i], y.reshape(x.shape), latest.denoised())) if callback else None
+  report = (lambda i, y: callback(Step(i, ts[i], y.reshape(x.shape), latest.denoised()))) if callback else None
   if adaptive:
     ys = torchsde.sdeint(rsde, y0, torch.tensor(ss, dtype=torch.float64, device=y0.device),
                          dt=(ss[-1] - ss[0]) / steps, **kwargs)
     for i in range(1, len(ss) if callback else 0):  # after the solve: torchsde has no step hook
-      callback(i, ts[i], ys[i].reshape(x.shape), None)
+      callback(Step(i, ts[i], ys[i].reshape(x.shape), None))
     y = ys[-1]
   else:
     y = _fixed_steps(rsde, y0, ss, kwargs, progress, report)
@@ -108,4 +107,20 @@ def _fixed_steps(rsde, y, ss, kwargs, progress, report=None):
   return y
 
 
-__all__ = ['sde_sample', 'ReversedTimeSDE', 'METHODS']
+EVALS_PER_STEP = {'euler': 1, 'milstein': 1, 'srk': 9}  # score evaluations per fixed step
+
+
+def _nfe(steps: int, o, denoise: bool):
+  per_step = None if o.adaptive else EVALS_PER_STEP.get(o.method.lower())  # adaptive: not known
+  return None if per_step is None else steps * per_step + denoise
+
+
+SPEC = SolverSpec(
+    'sde', sde_sample, grid=lambda sde, steps, eps, o: [sde.T, eps] if o.adaptive else uniform_grid(sde, steps, eps),
+    grid_doc='steps uniform steps in t from T to eps; adaptive: output times [T, eps], first dt (T - eps) / steps',
+    nfe=_nfe,
+    denoised="x0 prediction of the step's latest score evaluation; None when adaptive",
+    uses=('steps', 'denoise', 'generator'), choices={'method': METHODS})
+
+
+__all__ = ['sde_sample', 'ReversedTimeSDE', 'METHODS', 'SPEC']

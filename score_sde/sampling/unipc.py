@@ -18,8 +18,10 @@ import math
 
 import torch
 
-from score_sde.sampling.common import tweedie_denoise
-from score_sde.sampling.grids import Schedule, resolve_grid
+from score_sde.sampling.common import Step, tweedie_denoise
+from score_sde.sampling.dpm_solver import ORDERS
+from score_sde.sampling.grids import GRIDS, KernelAt, time_grid
+from score_sde.sampling.spec import SolverSpec
 from score_sde.sdes import SDE
 
 VARIANTS = ('bh1', 'bh2')
@@ -73,21 +75,21 @@ def unipc_update(x, ms, lams, sched_t, sigma_s, order: int, variant: str, model_
 
 
 def unipc_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, eps: float = 1e-3,
-                 denoise: bool = True, generator=None, order: int = 2, variant: str = 'bh2',
+                 denoise: bool = True, order: int = 2, variant: str = 'bh2',
                  grid: str = 'logsnr', lower_order_final: bool = True, ts=None, callback=None,
                  progress=None) -> torch.Tensor:
-  """UniPC from x_T `[B, ...]` at T to eps over `steps` (default 20) intervals of `grid`
-  (logsnr, time_uniform, karras) or explicit decreasing times `ts`, orders 1-3 (the corrector
-  makes the update one order higher), `variant` bh1 or bh2; then Tweedie to t = 0 if
-  `denoise`. `callback(i, t, x, denoised)` after each step (denoised None at the last).
-  Deterministic."""
-  if order not in (1, 2, 3):
+  """UniPC from x_T `[B, ...]` at ts[0] over the decreasing times `ts` (default the named
+  `grid`, logsnr, time_uniform or karras, of `steps`, default 20, intervals to eps), orders 1-3
+  (the corrector makes the update one order higher), `variant` bh1 or bh2; then Tweedie at
+  ts[-1] if `denoise`. `callback(Step)` after each step (see SPEC.denoised). Deterministic:
+  it takes no generator."""
+  if order not in ORDERS:
     raise ValueError(f'order must be 1, 2 or 3, got {order}')
   if variant not in VARIANTS:
     raise ValueError(f"unknown UniPC variant '{variant}'; choose one of: {', '.join(VARIANTS)}")
-  ts = resolve_grid(sde, steps or 20, eps, grid, ts)
+  ts = SPEC.times(sde, steps, eps, ts, SPEC.options(grid=grid))
   steps = len(ts) - 1
-  sched = Schedule(sde)
+  sched = KernelAt(sde)
   ms, lams = [tweedie_denoise(sde, score_fn, x, ts[0])], [sched(ts[0])[2]]
   idx = range(1, steps + 1)
   for i in (progress(idx) if progress else idx):
@@ -100,8 +102,16 @@ def unipc_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = Non
     if m_t is not None:
       ms, lams = (ms + [m_t])[-3:], (lams + [lam_t])[-3:]
     if callback is not None:
-      callback(i, ts[i], x, m_t)
+      callback(Step(i, ts[i], x, m_t))
   return tweedie_denoise(sde, score_fn, x, ts[-1]) if denoise else x
 
 
-__all__ = ['unipc_sample', 'unipc_update', 'VARIANTS']
+SPEC = SolverSpec(
+    'unipc', unipc_sample, grid=lambda sde, steps, eps, o: time_grid(sde, steps, eps, o.grid),
+    default_steps=20, grid_doc='the named `grid` (logsnr, time_uniform, karras) from T to eps, or optimized',
+    nfe=lambda steps, o, denoise: steps + denoise, uses=('denoise',), tunable=True,
+    denoised="x0 prediction at the step's end (the corrector's model call; None at the last step)",
+    stochastic=lambda o: False, choices={'order': ORDERS, 'variant': VARIANTS, 'grid': GRIDS + ('optimized',)})
+
+
+__all__ = ['unipc_sample', 'unipc_update', 'VARIANTS', 'SPEC']
