@@ -40,3 +40,9 @@ def last_good_checkpoint(workdir: str, task: str = 'score') -> str | None:
     if finite_loss and ckpt.non_finite_weights(state) is None:
       return path
   return None
+
+
+def grid_cache_in(config, workdir: str) -> None:
+  """Optimized time grids are cached in <workdir>/grids unless sampling.grid_cache_dir is set."""
+  if config.sampling.grid == 'optimized' and not config.sampling.grid_cache_dir:
+    config.sampling.grid_cache_dir = os.path.join(workdir, 'grids')

@@ -9,10 +9,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from score_sde import run_lib  # noqa: E402
+from score_sde import eval_modes, sample_modes  # noqa: E402
 from score_sde.cli import run  # noqa: E402
 
-_generate, _drawn = run_lib.generate, [0]
+_generate, _drawn = eval_modes.generate, [0]
 
 
 def _instrumented_generate(*args, **kwargs):
@@ -27,7 +27,7 @@ def _instrumented_generate(*args, **kwargs):
   return out
 
 
-run_lib.generate = _instrumented_generate
+eval_modes.generate = sample_modes.generate = _instrumented_generate
 
 if __name__ == '__main__':
   run()

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import run_lib
+from score_sde import eval_modes
 from score_sde import checkpoint as ckpt
 from score_sde.errors import UserError
 
@@ -216,7 +217,7 @@ def test_nan_weights_are_an_error_not_nan_metrics(wd):
 
 def test_non_finite_samples_are_an_error_not_a_shard(wd, monkeypatch):
   nan = lambda config, model, n, *a, **k: (torch.full((n, 2), float('nan')), 10)
-  monkeypatch.setattr(run_lib, 'generate', nan)
+  monkeypatch.setattr(eval_modes, 'generate', nan)
   with pytest.raises(UserError, match='not finite.*weights are likely NaN'):
     evaluate(wd)
   assert not os.path.exists(os.path.join(wd, 'eval', 'checkpoint_5', 'samples_00000.npz'))
@@ -266,7 +267,7 @@ def test_eval_checks_the_stats_file_before_drawing_samples(tmp_path, monkeypatch
   stats = str(tmp_path / 'stats.npz')
   np.savez(stats, mu=np.zeros(10), sigma=np.eye(10))
   monkeypatch.setattr(inception, 'load_inception', lambda path, device: object())
-  monkeypatch.setattr(run_lib, 'load_eval_model', lambda *a: pytest.fail('sampled first'))
+  monkeypatch.setattr(eval_modes, 'load_eval_model', lambda *a: pytest.fail('sampled first'))
   config = set_keys(get_config(), {'eval.stats_path': stats, 'model.nf': 8})
   (tmp_path / 'checkpoints').mkdir()
   (tmp_path / 'checkpoints' / 'checkpoint_1.pth').write_bytes(b'')

@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy.special import softmax
 
-from score_sde import run_lib
+from score_sde import eval_modes, run_lib
 from score_sde.errors import ConfigError, UserError
 from score_sde.evaluation import InceptionOutput, compute_activations, inception, loop
 from score_sde.evaluation.export import export_samples, npz_bytes, save_npz
@@ -251,7 +251,7 @@ def _digits(tmp_path, **keys):
 
 
 def _fails_before_sampling(monkeypatch, tmp_path, config, needle):
-  monkeypatch.setattr(run_lib, 'load_eval_model', lambda *a: pytest.fail('sampled first'))
+  monkeypatch.setattr(eval_modes, 'load_eval_model', lambda *a: pytest.fail('sampled first'))
   start = time.time()
   with pytest.raises(UserError) as info:
     run_lib.evaluate(config, str(tmp_path))
