@@ -33,6 +33,8 @@ from score_sde.sdes import VPSDE  # noqa: E402
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 NFES = (10, 20, 35, 50, 100, 1000)
 
+TUNE = '_tuning'  # an options key of a row: GridTuning fields that differ from TUNING's
+
 # name: (solver, options, smallest NFE that makes sense); the steps of an NFE budget and
 # whether a row is deterministic come from the solver's SolverSpec (its NFE formula and noise)
 SOLVER_SPECS = {
@@ -41,15 +43,28 @@ SOLVER_SPECS = {
     'heun (EDM)': ('heun', {}, 10),
     'heun churn': ('heun', {'s_churn': 40.0}, 20),
     # DPM-Solver++ stops at eps = 1e-3 without the Tweedie step (sigma(eps) ~ 0.01), as Lu et al.
-    'dpm++ 2M': ('dpm_solver', {'order': 2, 'denoise': False}, 10),
-    'dpm++ 3M': ('dpm_solver', {'order': 3, 'denoise': False}, 10),
+    'dpm++ 2M': ('dpm_solver', {'order': 2, 'denoise': False}, 4),
+    'dpm++ 3M': ('dpm_solver', {'order': 3, 'denoise': False}, 4),
     'dpm++ 3M karras': ('dpm_solver', {'order': 3, 'grid': 'karras', 'denoise': False}, 10),
     'dpm++ 3S': ('dpm_solver', {'order': 3, 'multistep': False, 'denoise': False}, 10),
-    'unipc bh2 3': ('unipc', {'order': 3, 'denoise': False}, 10),
+    'unipc bh2 3': ('unipc', {'order': 3, 'denoise': False}, 4),
     'unipc bh1 3': ('unipc', {'order': 3, 'variant': 'bh1', 'denoise': False}, 10),
-    'unipc bh2 2': ('unipc', {'order': 2, 'denoise': False}, 10),
-    'dpm++ 3M optimized': ('dpm_solver', {'order': 3, 'grid': 'optimized', 'denoise': False}, 10),
-    'unipc bh2 3 optimized': ('unipc', {'order': 3, 'grid': 'optimized', 'denoise': False}, 10),
+    'unipc bh2 2': ('unipc', {'order': 2, 'denoise': False}, 4),
+    'dpm++ 3M optimized': ('dpm_solver', {'order': 3, 'grid': 'optimized', 'denoise': False}, 4),
+    'unipc bh2 3 optimized': ('unipc', {'order': 3, 'grid': 'optimized', 'denoise': False}, 4),
+    # few-step rows (issue 26): the optimized grid before (log loss, no guard) and after, and
+    # iPNDM with the analytical first step (the mixture's mean and covariance, from run_problem)
+    'unipc bh2 2 optimized (old)': ('unipc', {'order': 2, 'grid': 'optimized', 'denoise': False,
+                                              TUNE: {'loss': 'log', 'guard': 0}}, 4),
+    'unipc bh2 2 optimized': ('unipc', {'order': 2, 'grid': 'optimized', 'denoise': False}, 4),
+    'unipc bh2 2 optimized balanced': ('unipc', {'order': 2, 'grid': 'optimized', 'denoise': False,
+                                                 TUNE: {'loss': 'balanced'}}, 4),
+    'dpm++ 3M optimized (old)': ('dpm_solver', {'order': 3, 'grid': 'optimized', 'denoise': False,
+                                                TUNE: {'loss': 'log', 'guard': 0}}, 4),
+    'ipndm 3': ('ipndm', {'max_order': 3, 'denoise': False}, 4),
+    'ipndm 3 + AFS': ('ipndm', {'max_order': 3, 'first_step': 'analytic', 'denoise': False}, 4),
+    'ipndm 3 + AFS optimized': ('ipndm', {'max_order': 3, 'first_step': 'analytic', 'grid': 'optimized',
+                                          'denoise': False}, 4),
     'sde euler': ('sde', {}, 20),
     'pc rd+langevin': ('pc', {'snr': 0.01}, 100),
 }
@@ -59,7 +74,7 @@ def row_plan(solver: str, options: dict, nfe: int):
   """(steps, deterministic) of a row: the most steps within the NFE budget by the solver's NFE
   formula, and whether it draws no noise (`SolverSpec.nfe`, `SolverSpec.stochastic`)."""
   spec = solver_spec(solver)
-  opts = spec.parse({k: v for k, v in options.items() if k != 'denoise'})
+  opts = spec.parse({k: v for k, v in options.items() if k not in ('denoise', TUNE)})
   return spec.steps_for_nfe(nfe, opts, options.get('denoise', True)), not spec.stochastic(opts)
 
 
@@ -111,7 +126,7 @@ TUNING = GridTuning(pilot_batch=128, max_knots=32)
 
 def run_problem(dim, k, args, proj_seed=0):
   """All solvers x NFEs on one mixture; returns (rows, floor)."""
-  sde, mix = VPSDE(), make_mixture(dim, k)
+  sde, mix = VPSDE(), make_mixture(dim, k, args.mixture_seed)
   score_fn = mix.score_fn(sde)
   gen = torch.Generator().manual_seed(1234)
   ref = mix.sample(args.ref_factor * args.n, gen)
@@ -133,9 +148,12 @@ def run_problem(dim, k, args, proj_seed=0):
       if nfe < min_nfe or steps < 1:
         continue
       t0 = time.time()
-      tuning = dataclasses.replace(TUNING, key=f'benchmark-d{dim}')
+      opts = {k: v for k, v in options.items() if k != TUNE}
+      if opts.get('first_step') == 'analytic':  # the data's moments: exact for this mixture
+        opts['data_mean'], opts['data_var'] = (m.float() for m in mix.moments())
+      tuning = dataclasses.replace(TUNING, key=f'benchmark-d{dim}-m{args.mixture_seed}', **options.get(TUNE, {}))
       res = sample(sde, score_fn, None, solver, steps=steps, x_init=x_T,
-                   generator=torch.Generator().manual_seed(nfe), grid_tuning=tuning, **options)
+                   generator=torch.Generator().manual_seed(nfe), grid_tuning=tuning, **opts)
       x = res.x
       dist = (x[:m_ode] - exact[options.get('denoise', True)]).norm(dim=1) if deterministic else None
       rows.append(dict(dim=dim, solver=name, nfe=res.nfe, sw2=sliced_w2(x, ref, proj, ref_sorted),
@@ -156,7 +174,10 @@ def _row(r, floor):
 
 # the issue's targets on the 16-d mixture: (NFE, what, bound)
 TARGETS = ((10, 'SW2 / floor', 1.05), (20, 'median PF-ODE endpoint error', 1e-3),
-           (100, 'median PF-ODE endpoint error', 1e-5))
+           (100, 'median PF-ODE endpoint error', 1e-5),
+           # issue 26 (few steps)
+           (5, 'median PF-ODE endpoint error', 2e-2), (5, 'SW2 / floor', 1.5),
+           (8, 'median PF-ODE endpoint error', 5e-3), (8, 'SW2 / floor', 1.05))
 
 
 def target_lines(rows, floor):
@@ -183,7 +204,7 @@ def write_markdown(results, args, path):
               '| median to exact PF-ODE | s |', '|---|---|---|---|---|---|---|---|---|---|']
     lines += [_row(r, floor) for r in rows] + ['']
     if dim == 16:
-      lines += ["Targets (issue 16) on this mixture:", ''] + target_lines(rows, floor) + ['']
+      lines += ["Targets (issues 16 and 26) on this mixture:", ''] + target_lines(rows, floor) + ['']
   text = '\n'.join(lines)
   with open(path, 'w') as f:
     f.write(text)
@@ -225,6 +246,7 @@ def main(argv=None):
   p.add_argument('--quick', action='store_true', help='n=2000, NFE 10/20/50, d=2 and 16')
   p.add_argument('--out', default=RESULTS)
   p.add_argument('--suffix', default='', help='appended to the output file names')
+  p.add_argument('--mixture-seed', type=int, default=0, help='seed of the mixture (0: the one of the tables)')
   p.add_argument('--solvers', nargs='+', default=None, help=f'rows to run (default all): {list(SOLVER_SPECS)}')
   args = p.parse_args(argv)
   if args.quick:

@@ -60,6 +60,15 @@ def _sampling():
   s.unipc_variant = 'bh2'         # unipc: bh1 | bh2 (order and grid as dpm_solver)
   s.variance = 'auto'             # ddpm: auto (learned if the model has it, else small) |
                                   # small (beta tilde) | large (beta) | learned
+  s.timestep_spacing = 'leading'  # ddpm, ddim: which N-table indices `steps` visit (diffusers):
+                                  # leading | trailing | linspace
+  s.steps_offset = 0              # ddpm, ddim: added to the leading indices (diffusers' steps_offset)
+  s.set_alpha_to_one = True       # ddim: last step ends at the data (False: at table index 0, diffusers)
+  s.clip_x0 = False               # ddpm, ddim, dpm_solver, unipc: clip the x0 prediction to the data range
+  s.threshold = 0.0               # ddpm, ddim, dpm_solver, unipc: dynamic thresholding quantile p (0: off;
+                                  # Imagen / DPM-Solver++ use 0.995), in the data range; replaces clipping
+  s.threshold_max = 0.0           # ddpm, ddim, dpm_solver, unipc: cap on the threshold s (0: none)
+  s.clipped_eps = True            # ddim: re-derive eps from the clipped x0 (False: diffusers' default)
   s.rho = 7.0                     # heun: Karras grid exponent
   s.s_churn = 0.0                 # heun: stochastic churn (Karras et al. 2022, Alg. 2)
   s.s_tmin = 0.0                  # heun: churn only for noise levels in [s_tmin, s_tmax]

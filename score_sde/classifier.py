@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from score_sde.conventions import time_label
 from score_sde.models.embeddings import timestep_embedding
 from score_sde.sdes import SDE
-from score_sde.utils import bcast, randn_like
+from score_sde.utils import randn_like
 
 
 TIME_LABEL = 't999'  # the classifier's time conditioning (recorded in its checkpoints)
@@ -114,7 +114,7 @@ class MLPClassifier(nn.Module):
 def perturb(sde: SDE, x0: torch.Tensor, t: torch.Tensor, generator=None, z=None) -> torch.Tensor:
   """x_t = alpha(t) x0 + sigma(t) z, shaped like x0 (z drawn from `generator` unless given)."""
   z = randn_like(x0, generator) if z is None else z.to(x0)
-  return bcast(sde.mean_coeff(t), x0) * x0 + bcast(sde.marginal_std(t), x0) * z
+  return sde.perturb(x0, t, z)
 
 
 def _uniform_t(sde: SDE, x0: torch.Tensor, generator, eps: float) -> torch.Tensor:

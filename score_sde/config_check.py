@@ -33,6 +33,7 @@ def _choice(options):
 POSITIVE_INT = _num(1, integer=True)
 NON_NEGATIVE_INT = _num(0, integer=True)
 PROBABILITY = _num(0.0, 1.0)
+BOOL = ((lambda v: isinstance(v, bool)), 'True or False')
 SEED = (_num(0, 2**63 - 1, integer=True)[0], 'an integer in [0, 2**63 - 1]')  # within torch.manual_seed's
 GRAD_CLIP = ((lambda v: _num()[0](v) and v != 0),
              'a finite number: > 0 clips the gradient norm there, negative (e.g. -1) turns clipping off')
@@ -69,6 +70,10 @@ def rules() -> dict:
       'sampling.grid_cache_dir': ((lambda v: isinstance(v, str)), 'a folder path (a string)'),
       'sampling.rho': _num(0.0, lo_open=True),
       'sampling.s_churn': _num(0.0), 'sampling.s_noise': _num(0.0),
+      'sampling.steps_offset': NON_NEGATIVE_INT, 'sampling.set_alpha_to_one': BOOL, 'sampling.clip_x0': BOOL,
+      'sampling.clipped_eps': BOOL,
+      'sampling.threshold': _num(0.0, 1.0),
+      'sampling.threshold_max': ((lambda v: _num()[0](v) and (v == 0 or v >= 1)), 'a number >= 1, or 0 (no cap)'),
       'model.attention_type': _choice(('ddpm',)), 'model.conv_size': _choice_int((3,)),
       'eval.batch_size': POSITIVE_INT, 'eval.bpd_dataset': _choice(('train', 'test')),
       'eval.bpd_num_batches': NON_NEGATIVE_INT, 'eval.num_samples': POSITIVE_INT,

@@ -10,7 +10,7 @@ from score_sde import checkpoint as ckpt
 from score_sde import datasets
 from score_sde.generate import (ensure_writable, generate, labels_for, load_eval_model,
                                 load_guidance_classifier, write_output)
-from score_sde.models import data_shape
+from score_sde.models import is_vector_data
 from score_sde.workdir import ckpt_dir, grid_cache_in
 
 
@@ -32,7 +32,7 @@ def likelihood(config, workdir: str, checkpoint: str = '') -> dict:
   from score_sde.runtime import get_device
   ensure_writable(workdir, 'likelihood.json')
   datasets.load_split(config, config.eval.bpd_dataset)  # a missing dataset: before the model
-  toy = len(data_shape(config)) == 1
+  toy = is_vector_data(config)
   unit, split = ('nats/dim' if toy else 'bits/dim'), config.eval.bpd_dataset
   with distributed.ranks(get_device(config)) as dist:
     model, path = load_eval_model(config, workdir, checkpoint)
@@ -107,7 +107,7 @@ def evaluate(config, workdir: str, solver: str | None = None, checkpoint: str = 
   out_root = ensure_writable(os.path.join(workdir, 'eval'), 'evaluation results')
   targets = ([(ckpt.step_of(checkpoint) or 0, checkpoint)] if checkpoint
              else loop.eval_checkpoints(config, ckpt_dir(workdir)))
-  flat, cache, reports = len(data_shape(config)) == 1, {}, []
+  flat, cache, reports = is_vector_data(config), {}, []
   with distributed.ranks(get_device(config)) as dist:
     distributed.agree(dist, lambda: preflight.check_eval(
         config, workdir, solver, cache, dist.device, flat, dist.is_main), 'checking the inputs')
@@ -135,7 +135,7 @@ def _evaluate_checkpoint(config, workdir: str, out_root: str, solver: str, step:
   from score_sde.data.loader import mix_seed
   from score_sde.evaluation import loop, manifest
   dist = dist or distributed.Dist()
-  e, flat = config.eval, len(data_shape(config)) == 1
+  e, flat = config.eval, is_vector_data(config)
   model, _ = load_eval_model(config, workdir, path)
   device = next(model.parameters()).device
   sha = manifest.checkpoint_sha256(path)

@@ -12,7 +12,7 @@ from score_sde import checkpoint as ckpt
 from score_sde import datasets
 from score_sde.errors import ConfigError, UserError
 from score_sde.graphed import GraphedScore
-from score_sde.models import data_shape, load_checkpoint
+from score_sde.models import data_shape, is_vector_data, load_checkpoint
 from score_sde.sampling import SOLVERS, resolve_times, sample as run_sampler, solver_spec
 from score_sde.runtime import autocast, get_device
 from score_sde.workdir import ckpt_dir, latest_checkpoint
@@ -89,10 +89,19 @@ def config_key(solver: str, option: str) -> str:
 def solver_kwargs(config, solver: str) -> dict:
   """The options of `solver` (its `SolverSpec.options`) read from config.sampling (keys as
   `config_key`); an option without a key (sde's adaptive, say) keeps the solver's default.
-  Options of other solvers are not read."""
+  Options of other solvers are not read. x0 clipping / thresholding (sampling.clip_x0,
+  sampling.threshold) act in the image data range (`datasets.data_range`): clip_x0 is passed as
+  (-1, 1) for centered data, else (0, 1), when either is on; toy points have no range (a
+  ConfigError)."""
   s = config.sampling
   keys = {name: config_key(solver, name) for name in solver_spec(solver).option_names}
-  return {name: s[key] for name, key in keys.items() if key in s}
+  kwargs = {name: s[key] for name, key in keys.items() if key in s}
+  if 'clip_x0' in kwargs and (kwargs['clip_x0'] or kwargs.get('threshold', 0) > 0):
+    if is_vector_data(config):
+      raise ConfigError('config.sampling.clip_x0 / threshold: vector (toy) data have no data range to '
+                        'clip to; turn them off (in Python, pass clip_x0=(lo, hi) to sample())')
+    kwargs['clip_x0'] = datasets.data_range(config)
+  return kwargs
 
 
 def optimized_times(config, model, solver: str, kwargs: dict, classifier, device) -> list[float]:
@@ -161,7 +170,7 @@ def load_guidance_classifier(config, workdir: str, device):
       raise UserError(f"classifier guidance needs a classifier: none in {ckpt_dir(workdir, 'classifier')}; "
                       'train one with --mode train_classifier or set config.sampling.classifier_checkpoint')
     path = found[1]
-  net = create_classifier(config, len(data_shape(config)) == 1)
+  net = create_classifier(config, is_vector_data(config))
   try:
     state = ckpt.read_checkpoint(path)
     check_classifier_metadata(state.get('meta'), get_sde(config), f'classifier checkpoint {path}')

@@ -141,8 +141,7 @@ def inpaint(sde: SDE, score_fn, y: torch.Tensor, mask: torch.Tensor, solver: str
 
 def _project(sde, x, t, y, m, generator):
   """Replace the known part of x by alpha(t) y + sigma(t) z."""
-  alpha, std = bcast(sde.mean_coeff(t), x), bcast(sde.marginal_std(t), x)
-  return m * (alpha * y + std * randn_like(x, generator)) + (1 - m) * x
+  return m * sde.perturb(y.expand_as(x), t, randn_like(x, generator)) + (1 - m) * x
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from score_sde.sdes import SDE
-from score_sde.utils import bcast, cached_to, randn_like
+from score_sde.utils import bcast, cached_to, noisy, randn_like
 
 WEIGHTINGS = ('score', 'likelihood')
 
@@ -128,7 +128,7 @@ def get_loss_fn(sde: SDE, *, continuous: bool = True, weighting: str = 'score',
     t, weight = times(u.to(x0.device, torch.float32))
     z = z.to(x0)
     alpha, std = coefficients(t)
-    xt = bcast(alpha, x0) * x0 + bcast(std, x0) * z
+    xt = noisy(alpha, std, x0, z)
     score = score_fn(xt, t) if y is None else score_fn(xt, t, y)
     err = torch.square(score * bcast(std, x0) + z).reshape(b, -1)
     per_sample = err.mean(1) if reduce_mean else err.sum(1)

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from score_sde.utils import bcast, cached_to
+from score_sde.utils import bcast, cached_to, noisy
 
 
 class SDE(abc.ABC):
@@ -44,6 +44,10 @@ class SDE(abc.ABC):
   def marginal_prob(self, x: torch.Tensor, t: torch.Tensor):
     """Mean (shaped like x) and std (`[B]`) of the perturbation kernel p_0t(x_t | x_0 = x)."""
     return bcast(self.mean_coeff(t), x) * x, self.marginal_std(t)
+
+  def perturb(self, x0: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """x_t = alpha(t) x0 + sigma(t) z `[B, ...]`, a draw of the perturbation kernel p_0t."""
+    return noisy(self.mean_coeff(t), self.marginal_std(t), x0, z)
 
   def log_snr(self, t: torch.Tensor) -> torch.Tensor:
     """Half log signal-to-noise ratio lambda(t) = log(alpha(t) / sigma(t)), decreasing in t."""

@@ -30,7 +30,7 @@ from score_sde.classifier import (check_classifier_metadata, classifier_loss, cl
 from score_sde.data.loader import mix_seed
 from score_sde.errors import TrainingError, UserError
 from score_sde.models import (ExponentialMovingAverage, check_metadata, checkpoint_metadata,
-                              create_model, data_shape, trained_with_hint)
+                              create_model, data_shape, is_vector_data, trained_with_hint)
 from score_sde.run_record import CONFIG_KEY, check_resume, config_to_json
 from score_sde.runtime import autocast, get_device
 from score_sde.sdes import get_sde
@@ -59,7 +59,7 @@ class Trainer:
     self.sde = get_sde(config)
     try:
       if task == 'classifier':
-        self.model = create_classifier(config, len(data_shape(config)) == 1).to(self.device)
+        self.model = create_classifier(config, is_vector_data(config)).to(self.device)
       else:
         self.model = create_model(config, self.sde).to(self.device)
         self.loss_fn = losses.get_loss_fn_from_config(config, self.sde)

@@ -25,6 +25,19 @@ def bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
   return append_dims(v, x.ndim)
 
 
+def noisy(alpha: torch.Tensor, sigma: torch.Tensor, x0: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+  """The forward perturbation x_t = alpha x0 + sigma z, with per-sample `[B]` coefficients
+  (Song et al. 2021, Eq. 29; Ho et al. 2020, Eq. 4): the one place noisy samples are made.
+
+  Args:
+    alpha, sigma: `[B]` (or scalar) kernel coefficients.
+    x0, z: data and standard Gaussian noise, `[B, ...]`.
+  Returns:
+    x_t `[B, ...]`.
+  """
+  return bcast(alpha, x0) * x0 + bcast(sigma, x0) * z
+
+
 def batch_sum(x: torch.Tensor) -> torch.Tensor:
   """Sum over every dim but the first: `[B, ...] -> [B]`."""
   return x.reshape(x.shape[0], -1).sum(dim=1)

@@ -20,7 +20,7 @@ from score_sde import conventions as cv
 from score_sde.chain_posterior import ChainTable
 from score_sde.losses import LossOutput, draw_noise, uniform_index
 from score_sde.sdes import SDE
-from score_sde.utils import bcast
+from score_sde.utils import bcast, noisy
 from score_sde.vlb import step_nats
 
 VLB_LOSSES = ('hybrid', 'vlb')
@@ -96,7 +96,7 @@ def get_vlb_loss_fn(sde: SDE, kind: str, *, learn_sigma: bool, vlb_weight: float
     t = sde.time_of_index(table.on('tau_index', k)[k]).float()
     alpha, sigma = table.kernel(k, x0)
     z = z.to(x0)
-    xt = bcast(alpha, x0) * x0 + bcast(sigma, x0) * z
+    xt = noisy(alpha, sigma, x0, z)
     if learn_sigma:
       score, v = model(xt, t, y, with_variance=True)
     else:

@@ -4,7 +4,9 @@ scheduler_config.json (`DDPMScheduler` / `DDIMScheduler` for the discrete VP cha
 
 DDPM scheduler: `num_train_timesteps` N, linear betas from `beta_start` to `beta_end` are our
 discrete VP chain with beta_min = N beta_start, beta_max = N beta_end (index time label, eps or
-x0 prediction). ScoreSdeVe: our continuous VE SDE (sigma_min, sigma_max, N scales), the score
+x0 prediction); its sampler keys clip_sample / thresholding (dynamic_thresholding_ratio,
+sample_max_value), timestep_spacing, steps_offset and DDIM's set_alpha_to_one are our ddpm / ddim
+options of the same meaning (config.sampling.clip_x0, threshold, threshold_max, ...). ScoreSdeVe: our continuous VE SDE (sigma_min, sigma_max, N scales), the score
 network labelled by sigma, predictor-corrector sampling with its snr / correct_steps /
 sampling_eps.
 """
@@ -50,11 +52,50 @@ def scheduler_config(config) -> dict:
     prediction = {'x0': 'sample'}.get(m.parameterization, 'epsilon')
     return {'_class_name': 'DDPMScheduler', '_diffusers_version': VERSION, 'num_train_timesteps': n,
             'beta_start': m.beta_min / n, 'beta_end': m.beta_max / n, 'beta_schedule': 'linear',
-            'trained_betas': None, 'variance_type': variance, 'clip_sample': False,
-            'prediction_type': prediction}
+            'trained_betas': None, 'variance_type': variance, 'prediction_type': prediction,
+            **_sampler_options(config)}
   return {'_class_name': 'ScoreSdeVeScheduler', '_diffusers_version': VERSION,
           'num_train_timesteps': m.num_scales, 'snr': s.snr, 'sigma_min': m.sigma_min,
           'sigma_max': m.sigma_max, 'sampling_eps': s.eps, 'correct_steps': s.n_steps_each}
+
+
+NO_CAP = 1e30  # diffusers' sample_max_value for our threshold_max = 0 (no cap)
+
+
+def _sampler_options(config) -> dict:
+  """diffusers' DDPMScheduler sampler keys for config.sampling's clip_x0 / threshold /
+  threshold_max / timestep_spacing / steps_offset (their defaults where the keys are absent)."""
+  s = config.sampling
+  clip, thr, cap = bool(s.get('clip_x0', False)), float(s.get('threshold', 0.0)), float(s.get('threshold_max', 0.0))
+  if (clip or thr > 0) and not config.data.centered:
+    raise UnsupportedModelError('diffusers: x0 clipping / thresholding of data in [0, 1] (data.centered=False) '
+                                'has no DDPMScheduler counterpart (its clip range is [-r, r]); turn off '
+                                'sampling.clip_x0 and sampling.threshold to export')
+  return {'clip_sample': clip, 'clip_sample_range': 1.0, 'thresholding': thr > 0,
+          'dynamic_thresholding_ratio': thr if thr > 0 else 0.995, 'sample_max_value': cap or NO_CAP,
+          'timestep_spacing': s.get('timestep_spacing', 'leading'), 'steps_offset': int(s.get('steps_offset', 0))}
+
+
+def _apply_sampler_options(config, sched: dict, ddim: bool, where: str) -> None:
+  """config.sampling's x0 clipping / thresholding, timestep spacing, steps offset and (DDIM)
+  set_alpha_to_one from a DDPMScheduler / DDIMScheduler config (diffusers' defaults where a
+  key is absent: clip_sample=True, leading, offset 0, set_alpha_to_one=True)."""
+  from score_sde.sampling.ddim import SPACINGS
+  s = config.sampling
+  clip, thr = bool(_get(sched, 'clip_sample', True)), bool(_get(sched, 'thresholding', False))
+  if (clip or thr) and not config.data.centered:
+    raise _unsupported(where, 'clip_sample / thresholding', True, 'False with center_input_sample=True')
+  if clip and not thr and float(_get(sched, 'clip_sample_range', 1.0)) != 1.0:
+    raise _unsupported(where, 'clip_sample_range', sched['clip_sample_range'], 1.0)
+  spacing = _get(sched, 'timestep_spacing', 'leading')
+  if spacing not in SPACINGS:
+    raise _unsupported(where, 'timestep_spacing', spacing, ' or '.join(SPACINGS))
+  s.clip_x0, s.timestep_spacing, s.steps_offset = clip and not thr, spacing, int(_get(sched, 'steps_offset', 0))
+  s.threshold = float(_get(sched, 'dynamic_thresholding_ratio', 0.995)) if thr else 0.0
+  cap = float(_get(sched, 'sample_max_value', 1.0)) if thr else 0.0
+  s.threshold_max = 0.0 if cap >= NO_CAP else cap
+  s.set_alpha_to_one = bool(_get(sched, 'set_alpha_to_one', True)) if ddim else True
+  s.clipped_eps = False  # DDIMScheduler.step's use_clipped_model_output=False (pipelines' default)
 
 
 def _get(cfg: dict, key: str, default=None):
@@ -158,6 +199,7 @@ def apply_scheduler_config(config, sched: dict, fam: str, where: str) -> None:
       raise _unsupported(where, 'variance_type', variance, 'fixed_small or fixed_large')
     s.method = 'ddim' if name == 'DDIMScheduler' else 'ddpm'
     s.variance = 'large' if variance == 'fixed_large' else 'small'
+    _apply_sampler_options(config, sched, name == 'DDIMScheduler', where)
   elif fam == 'ncsnpp' and name == 'ScoreSdeVeScheduler':
     t.sde, t.continuous = 'vesde', True
     m.num_scales = int(_get(sched, 'num_train_timesteps', 2000))

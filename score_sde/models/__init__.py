@@ -53,6 +53,12 @@ def data_shape(config) -> tuple[int, ...]:
   return (d.num_channels,) if network_spec(config).flat else (d.num_channels, d.image_size, d.image_size)
 
 
+def is_vector_data(config) -> bool:
+  """Whether `config`'s data are vectors `[B, C]` (toy points, flat networks) rather than
+  images `[B, C, H, W]`: the one answer every mode and metric uses."""
+  return network_spec(config).flat
+
+
 def create_network(config):
   """Build the raw network named by `config.model.name`."""
   return network_spec(config).build(config)

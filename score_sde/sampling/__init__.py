@@ -13,6 +13,7 @@ import numbers
 import torch
 
 from score_sde.sampling import ddim, dpm_solver, heun, ode, pc, sde_solver, unipc
+from score_sde.sampling import ipndm
 from score_sde.sampling import optimized_grid as _optimized  # the module keeps its name
 from score_sde.sampling.common import CountingScore, SampleResult, Step, check_steps_and_shape, step_callback
 from score_sde.sampling.optimized_grid import GridTuning
@@ -28,6 +29,7 @@ register(heun.SPEC)
 register(dpm_solver.SPEC)
 register(sde_solver.SPEC)
 register(unipc.SPEC)
+register(ipndm.SPEC)
 
 SOLVERS = RegistryView(lambda spec: spec.fn)  # {name: solver function}, live
 

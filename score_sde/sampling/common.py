@@ -107,14 +107,17 @@ class LatestX0:
     return x0_from_score(x, score, self.sde.mean_coeff(t), self.sde.marginal_std(t))
 
 
-def tweedie_denoise(sde: SDE, score_fn, x: torch.Tensor, t: float) -> torch.Tensor:
+def tweedie_denoise(sde: SDE, score_fn, x: torch.Tensor, t: float, x0_fn=None) -> torch.Tensor:
   """E[x_0 | x_t] = (x + sigma(t)^2 s(x, t)) / alpha(t) (Tweedie's formula; Efron 2011).
 
-  One score evaluation; the "noise removal" final step of Song et al. 2021 (App. G).
+  One score evaluation; the "noise removal" final step of Song et al. 2021 (App. G), and the
+  data prediction of the exponential integrators. `x0_fn`: the solver's x0 map (clipping or
+  dynamic thresholding, `thresholding.x0_limit`) applied to it; None: none.
   """
   tt = full_t(t, x.shape[0], x)
   alpha, std = sde.mean_coeff(tt), sde.marginal_std(tt)
-  return x0_from_score(x, score_fn(x, tt), alpha, std)
+  x0 = x0_from_score(x, score_fn(x, tt), alpha, std)
+  return x0 if x0_fn is None else x0_fn(x0)
 
 
 def check_score_shape(out, x: torch.Tensor) -> None:

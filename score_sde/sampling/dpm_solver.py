@@ -18,13 +18,14 @@ import torch
 from score_sde.sampling.common import Step, tweedie_denoise
 from score_sde.sampling.grids import GRIDS, KernelAt, time_grid
 from score_sde.sampling.spec import SolverSpec
+from score_sde.sampling.thresholding import x0_limit
 from score_sde.sdes import SDE
 
 ORDERS = (1, 2, 3)
 
 
-def _data_pred(sde, score_fn, x, t):
-  return tweedie_denoise(sde, score_fn, x, t)
+def _data_pred(sde, score_fn, x, t, x0_fn=None):
+  return tweedie_denoise(sde, score_fn, x, t, x0_fn)
 
 
 def multistep_update(x, ms, lams, t_sched, order):
@@ -52,9 +53,10 @@ def multistep_update(x, ms, lams, t_sched, order):
   return out + alpha_t * phi_2 * d1 - alpha_t * phi_3 * d2
 
 
-def singlestep_update(sde, score_fn, x, m0, s: float, t: float, order: int):
+def singlestep_update(sde, score_fn, x, m0, s: float, t: float, order: int, x0_fn=None):
   """One single-step DPM-Solver++(2S)/(3S) update s -> t with intermediate points at
-  lambda_s + r h, r = 1/2 (order 2) or 1/3, 2/3 (order 3); `order - 1` extra NFE."""
+  lambda_s + r h, r = 1/2 (order 2) or 1/3, 2/3 (order 3); `order - 1` extra NFE, whose x0
+  predictions go through `x0_fn` (see `dpm_solver_sample`)."""
   sched = KernelAt(sde)
   _, sigma_s, lam_s = sched(s)
   alpha_t, sigma_t, lam_t = sched(t)
@@ -64,7 +66,7 @@ def singlestep_update(sde, score_fn, x, m0, s: float, t: float, order: int):
   t1 = sched.t_of_lam(lam_s + rs[0] * h)
   a1, s1, _ = sched(t1)
   x1 = (s1 / sigma_s) * x - a1 * math.expm1(-rs[0] * h) * m0
-  m1 = _data_pred(sde, score_fn, x1, t1)
+  m1 = _data_pred(sde, score_fn, x1, t1, x0_fn)
   base = (sigma_t / sigma_s) * x - alpha_t * phi_1 * m0
   if order == 2:
     return base - (0.5 / rs[0]) * alpha_t * phi_1 * (m1 - m0)
@@ -73,25 +75,29 @@ def singlestep_update(sde, score_fn, x, m0, s: float, t: float, order: int):
   a2, s2, _ = sched(t2)
   phi_22 = math.expm1(-r2 * h) / (r2 * h) + 1.0
   x2 = (s2 / sigma_s) * x - a2 * math.expm1(-r2 * h) * m0 + (r2 / r1) * a2 * phi_22 * (m1 - m0)
-  m2 = _data_pred(sde, score_fn, x2, t2)
+  m2 = _data_pred(sde, score_fn, x2, t2, x0_fn)
   return base + (1.0 / r2) * alpha_t * (phi_1 / h + 1.0) * (m2 - m0)
 
 
 def dpm_solver_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None,
                       eps: float = 1e-3, denoise: bool = True, order: int = 2,
                       multistep: bool = True, grid: str = 'logsnr', lower_order_final: bool = True,
+                      clip_x0=False, threshold: float = 0.0, threshold_max: float = 0.0,
                       ts=None, callback=None, progress=None) -> torch.Tensor:
   """DPM-Solver++ from x_T `[B, ...]` at ts[0] over the decreasing times `ts` (default the
   named `grid` of `steps`, default 20, intervals to eps); then Tweedie at ts[-1] if `denoise`
   (1 NFE). NFE = steps (multistep) or order * steps. `callback(Step)` after step i
   (1..steps) at t = ts[i] (see SPEC.denoised). Returns `[B, ...]`. Deterministic: it takes no
-  generator."""
+  generator. clip_x0 / threshold / threshold_max: x0 clipping or dynamic thresholding of every
+  data prediction, the final Tweedie step's included (`sampling.thresholding`; off by default),
+  as DPM-Solver++ does for guided sampling."""
   if order not in ORDERS:
     raise ValueError(f'order must be 1, 2 or 3, got {order}')
+  x0_fn = x0_limit(clip_x0, threshold, threshold_max)
   ts = SPEC.times(sde, steps, eps, ts, SPEC.options(grid=grid))
   steps = len(ts) - 1
   sched = KernelAt(sde)
-  m = _data_pred(sde, score_fn, x, ts[0])
+  m = _data_pred(sde, score_fn, x, ts[0], x0_fn)
   ms, lams = [m], [sched(ts[0])[2]]
   idx = range(1, steps + 1)
   for i in (progress(idx) if progress else idx):
@@ -103,14 +109,14 @@ def dpm_solver_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None 
       x = multistep_update(x, ms, lams, (alpha_t, sigma_t, lam_t, sched(ts[i - 1])[1]), k)
       lams = (lams + [lam_t])[-3:]
     else:
-      x = singlestep_update(sde, score_fn, x, ms[-1], ts[i - 1], ts[i], order) if order > 1 else \
+      x = singlestep_update(sde, score_fn, x, ms[-1], ts[i - 1], ts[i], order, x0_fn) if order > 1 else \
           multistep_update(x, ms, lams, (*sched(ts[i]), sched(ts[i - 1])[1]), 1)
       lams = [sched(ts[i])[2]]
     if i < steps:
-      ms = (ms + [_data_pred(sde, score_fn, x, ts[i])])[-3:]
+      ms = (ms + [_data_pred(sde, score_fn, x, ts[i], x0_fn)])[-3:]
     if callback is not None:
       callback(Step(i, ts[i], x, ms[-1] if i < steps else None))
-  return tweedie_denoise(sde, score_fn, x, ts[-1]) if denoise else x
+  return tweedie_denoise(sde, score_fn, x, ts[-1], x0_fn) if denoise else x
 
 
 SPEC = SolverSpec(

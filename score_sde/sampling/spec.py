@@ -88,7 +88,7 @@ class SolverSpec:
     """The most steps whose NFE is at most `budget` (0 if even one step costs more)."""
     opts = opts if opts is not None else self.options()
     best = 0
-    for steps in range(1, budget + 1):
+    for steps in range(1, budget + 2):  # budget + 1: a solver may save an evaluation (ipndm)
       nfe = self.nfe(steps, opts, denoise)
       if nfe is None or nfe > budget:
         break

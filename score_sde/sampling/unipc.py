@@ -22,6 +22,7 @@ from score_sde.sampling.common import Step, tweedie_denoise
 from score_sde.sampling.dpm_solver import ORDERS
 from score_sde.sampling.grids import GRIDS, KernelAt, time_grid
 from score_sde.sampling.spec import SolverSpec
+from score_sde.sampling.thresholding import x0_limit
 from score_sde.sdes import SDE
 
 VARIANTS = ('bh1', 'bh2')
@@ -76,34 +77,38 @@ def unipc_update(x, ms, lams, sched_t, sigma_s, order: int, variant: str, model_
 
 def unipc_sample(sde: SDE, score_fn, x: torch.Tensor, *, steps: int | None = None, eps: float = 1e-3,
                  denoise: bool = True, order: int = 2, variant: str = 'bh2',
-                 grid: str = 'logsnr', lower_order_final: bool = True, ts=None, callback=None,
+                 grid: str = 'logsnr', lower_order_final: bool = True, clip_x0=False,
+                 threshold: float = 0.0, threshold_max: float = 0.0, ts=None, callback=None,
                  progress=None) -> torch.Tensor:
   """UniPC from x_T `[B, ...]` at ts[0] over the decreasing times `ts` (default the named
   `grid`, logsnr, time_uniform or karras, of `steps`, default 20, intervals to eps), orders 1-3
   (the corrector makes the update one order higher), `variant` bh1 or bh2; then Tweedie at
   ts[-1] if `denoise`. `callback(Step)` after each step (see SPEC.denoised). Deterministic:
-  it takes no generator."""
+  it takes no generator. clip_x0 / threshold / threshold_max: x0 clipping or dynamic
+  thresholding of every data prediction, the final Tweedie step's included
+  (`sampling.thresholding`; off by default)."""
   if order not in ORDERS:
     raise ValueError(f'order must be 1, 2 or 3, got {order}')
   if variant not in VARIANTS:
     raise ValueError(f"unknown UniPC variant '{variant}'; choose one of: {', '.join(VARIANTS)}")
+  x0_fn = x0_limit(clip_x0, threshold, threshold_max)
   ts = SPEC.times(sde, steps, eps, ts, SPEC.options(grid=grid))
   steps = len(ts) - 1
   sched = KernelAt(sde)
-  ms, lams = [tweedie_denoise(sde, score_fn, x, ts[0])], [sched(ts[0])[2]]
+  ms, lams = [tweedie_denoise(sde, score_fn, x, ts[0], x0_fn)], [sched(ts[0])[2]]
   idx = range(1, steps + 1)
   for i in (progress(idx) if progress else idx):
     k = min(order, i)
     if lower_order_final and steps < 10:
       k = min(k, steps + 1 - i)
     alpha_t, sigma_t, lam_t = sched(ts[i])
-    model_fn = (lambda y, t=ts[i]: tweedie_denoise(sde, score_fn, y, t)) if i < steps else None
+    model_fn = (lambda y, t=ts[i]: tweedie_denoise(sde, score_fn, y, t, x0_fn)) if i < steps else None
     x, m_t = unipc_update(x, ms, lams, (alpha_t, sigma_t, lam_t), sched(ts[i - 1])[1], k, variant, model_fn)
     if m_t is not None:
       ms, lams = (ms + [m_t])[-3:], (lams + [lam_t])[-3:]
     if callback is not None:
       callback(Step(i, ts[i], x, m_t))
-  return tweedie_denoise(sde, score_fn, x, ts[-1]) if denoise else x
+  return tweedie_denoise(sde, score_fn, x, ts[-1], x0_fn) if denoise else x
 
 
 SPEC = SolverSpec(
