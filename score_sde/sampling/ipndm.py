@@ -28,8 +28,6 @@ NFE = steps (- 1 with the analytical first step) (+ 1 for the final Tweedie step
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from score_sde.conventions import x0_from_score
