@@ -139,19 +139,3 @@ def get_loss_fn(sde: SDE, *, continuous: bool = True, weighting: str = 'score',
     return LossOutput(per_sample.mean(), per_sample, t)
 
   return loss_fn
-
-
-def get_loss_fn_from_config(config, sde: SDE):
-  """`get_loss_fn` with the keys of `config.training`, or IDDPM's hybrid / VLB objectives
-  (`score_sde.vlb_loss`) for training.loss 'hybrid' / 'vlb'."""
-  tr = config.training
-  if tr.loss != 'dsm':
-    from score_sde.datasets import data_range
-    from score_sde.vlb_loss import get_vlb_loss_fn
-    return get_vlb_loss_fn(sde, tr.loss, learn_sigma=config.model.learn_sigma, vlb_weight=tr.vlb_weight,
-                           reduce_mean=tr.reduce_mean,
-                           data_range=data_range(config))
-  return get_loss_fn(sde, continuous=tr.continuous,
-                     weighting='likelihood' if tr.likelihood_weighting else 'score',
-                     importance_sampling=tr.importance_sampling, reduce_mean=tr.reduce_mean,
-                     eps=tr.eps)

@@ -24,7 +24,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from score_sde import checkpoint as ckpt
-from score_sde import datasets, distributed, losses, optim
+from score_sde import datasets, distributed, optim
+from score_sde.build import build_loss
 from score_sde.classifier import (check_classifier_metadata, classifier_loss, classifier_metadata,
                                   create_classifier)
 from score_sde.data.loader import mix_seed
@@ -62,7 +63,7 @@ class Trainer:
         self.model = create_classifier(config, is_vector_data(config)).to(self.device)
       else:
         self.model = create_model(config, self.sde).to(self.device)
-        self.loss_fn = losses.get_loss_fn_from_config(config, self.sde)
+        self.loss_fn = build_loss(config, self.sde)
     except ValueError as e:
       raise UserError(str(e)) from None
     if config.runtime.channels_last:

@@ -68,7 +68,8 @@ def test_eval_images_fid_is_kid_with_local_inception(tmp_path):
   wd = tmp_path / 'digits'
   ok(run(wd, *DIGITS, '--mode', 'train', '--config.training.n_iters=2'))
   ev = DIGITS + ['--mode', 'eval', '--config.eval.num_samples=8', '--config.eval.kid_subset_size=8',
-                 '--config.eval.bpd_num_batches=1', '--config.eval.fid_method=eig']
+                 '--config.eval.bpd_num_batches=1', '--config.eval.fid_method=eig',
+                 '--config.eval.inception_resize=torch']  # compute_activations' resize below
   missing = run(wd, *ev, '--config.eval.inception_path=/nonexistent/pt_inception.pth')
   assert missing.returncode == 2 and 'pt_inception' in missing.stderr.strip().splitlines()[-1]
   ok(run(wd, *ev, f'--config.eval.inception_path={weights}', f'--config.eval.stats_path={stats}'))
