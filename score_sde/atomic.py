@@ -47,6 +47,18 @@ def create_temp(folder: str, base: str) -> tuple[int, str]:
   raise FileExistsError(errno.EEXIST, 'no free temporary file name', folder)
 
 
+def probe_writable(folder: str) -> None:
+  """Create `folder` if needed and write, then remove, a probe file in it (O_EXCL |
+  O_NOFOLLOW: never through a planted link); OSError if that cannot be done."""
+  os.makedirs(folder, exist_ok=True)
+  fd, probe = create_temp(folder, 'write_test')
+  try:
+    os.write(fd, b'ok')
+  finally:
+    os.close(fd)
+    os.remove(probe)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str):
   """A binary file object whose contents replace `path` atomically (fsynced, then renamed onto

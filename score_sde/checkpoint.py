@@ -274,16 +274,22 @@ def prune_checkpoints(folder: str, keep: int, protect=lambda step: False) -> Non
 def non_finite_weights(state: dict) -> str | None:
   """Which weights of a checkpoint state are not finite ("model weights ('key')" or "EMA weights
   (tensor i)"), or None when every floating tensor of 'model' and the EMA is finite."""
-  model = {k: v for k, v in (state.get('model') or {}).items() if _floating(v)}
   ema = [v for v in ((state.get('ema') or {}).get('shadow_params') or []) if _floating(v)]
-  tensors = list(model.values()) + ema
-  if not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+  named = {**{('model', k): v for k, v in (state.get('model') or {}).items()},
+           **{('ema', i): v for i, v in enumerate(ema)}}
+  bad = first_non_finite(named)
+  if bad is None:
     return None
-  for k, v in model.items():
-    if not torch.isfinite(v).all():
-      return f"model weights ('{k}')"
-  i = next(i for i, v in enumerate(ema) if not torch.isfinite(v).all())
-  return f'EMA weights (tensor {i} of {len(ema)})'
+  return f"model weights ('{bad[1]}')" if bad[0] == 'model' else f'EMA weights (tensor {bad[1]} of {len(ema)})'
+
+
+def first_non_finite(named: dict):
+  """The key of the first floating tensor of `named` (e.g. a state_dict) holding a NaN / inf,
+  or None when all are finite (one host sync in that case)."""
+  floating = {k: v for k, v in named.items() if _floating(v)}
+  if not floating or bool(torch.stack([torch.isfinite(v).all() for v in floating.values()]).all()):
+    return None
+  return next(k for k, v in floating.items() if not torch.isfinite(v).all())
 
 
 def _floating(v) -> bool:

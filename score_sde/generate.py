@@ -9,6 +9,7 @@ import os
 import torch
 
 from score_sde import checkpoint as ckpt
+from score_sde.atomic import probe_writable
 from score_sde import datasets
 from score_sde.errors import ConfigError, UserError
 from score_sde.graphed import GraphedScore
@@ -22,14 +23,7 @@ def ensure_writable(folder: str, what: str) -> str:
   """Create `folder` if needed and check that a file can be written in it, before any work
   whose result would be lost; a one-line UserError otherwise. Returns the folder."""
   try:
-    os.makedirs(folder, exist_ok=True)
-    from score_sde.atomic import create_temp  # O_EXCL | O_NOFOLLOW: never a planted link
-    fd, probe = create_temp(folder, 'write_test')
-    try:
-      os.write(fd, b'ok')
-    finally:
-      os.close(fd)
-      os.remove(probe)
+    probe_writable(folder)
   except OSError as e:
     blocker = _file_in_path(folder)
     if blocker is not None:
@@ -66,8 +60,7 @@ def load_eval_model(config, workdir: str, checkpoint: str = ''):
       model = load_checkpoint(checkpoint, config, device=get_device(config))
   except (ckpt.CheckpointError, FileNotFoundError) as e:
     raise UserError(str(e)) from None
-  bad = next((name for name, t in (*model.named_parameters(), *model.named_buffers())
-              if t.is_floating_point() and not torch.isfinite(t).all()), None)
+  bad = ckpt.first_non_finite(model.state_dict())
   if bad is not None:  # it would only sample NaN
     from score_sde.workdir import last_good_checkpoint
     good = last_good_checkpoint(workdir)
@@ -228,8 +221,7 @@ def non_finite_cause(model, classifier=None, where: str = 'the results') -> str:
   """The message for samples (`where`) with NaN / inf values: which network's weights are not
   finite, else a diverged solver."""
   for name, net in (('score model', model), ('guidance classifier', classifier)):
-    if net is not None and not all(bool(torch.isfinite(p).all()) for p in net.state_dict().values()
-                                   if torch.is_floating_point(p)):
+    if net is not None and ckpt.first_non_finite(net.state_dict()) is not None:
       return (f'sampling gave NaN / inf values ({where}): the {name} has non-finite weights '
               '(a diverged or damaged checkpoint); use an earlier checkpoint')
   return (f'sampling gave NaN / inf values ({where}) although the weights are finite: the '

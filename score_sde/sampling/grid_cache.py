@@ -13,8 +13,8 @@ import json
 import logging
 import math
 import os
-import tempfile
 
+from score_sde.atomic import probe_writable
 from score_sde.errors import UserError
 
 CACHE_FILE = 'optimized_grids.json'
@@ -82,10 +82,7 @@ def check_writable(cache_dir: str) -> None:
   """Create `cache_dir` if needed and check that files can be written in it, before a long
   tuning whose result would otherwise be lost; a one-line GridCacheError if not."""
   try:
-    os.makedirs(cache_dir, exist_ok=True)
-    fd, probe = tempfile.mkstemp(prefix='.write_test.', dir=cache_dir)
-    os.close(fd)
-    os.remove(probe)
+    probe_writable(cache_dir)
   except OSError as e:
     raise GridCacheError(f'cannot write the grid cache in {cache_dir}: {e.strerror or e}; set '
                          'sampling.grid_cache_dir to a writable folder') from None
