@@ -15,29 +15,12 @@ Every problem is one line naming the file.
 """
 from __future__ import annotations
 
-import os
-import zipfile
-
 import numpy as np
 
 from score_sde.evaluation.metrics import feature_statistics
-from score_sde.evaluation.stats import FeatureStats, _stats_problem
+from score_sde.evaluation.stats import FeatureStats, _stats_problem, read_npz
 
 FORMATS = ('mu_sigma', 'score_sde_pool_3', 'adm_arr_0')
-
-
-def _read_arrays(path: str) -> dict:
-  if not os.path.isfile(path):  # a folder, or a FIFO that would block
-    raise ValueError(f'Inception stats file {path} is not a regular file; give an .npz file')
-  try:
-    with np.load(path, allow_pickle=False) as data:
-      return {key: data[key] for key in data.files}
-  except (OSError, ValueError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as err:
-    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    if isinstance(err, (TypeError, AttributeError)):
-      reason = 'not an .npz archive'
-    raise ValueError(f'unreadable Inception stats file {path}: {reason}; give an .npz file '
-                     '(or delete a cached one to recompute)') from None
 
 
 def _features_problem(feats: np.ndarray, dim: int | None) -> str | None:
@@ -63,7 +46,8 @@ def read_reference(path: str, dim: int | None = None, featurize=None) -> tuple[F
 
   `featurize(images uint8 [N, C, H, W]) -> features [N, D]` computes features of ADM images
   (None: such a file is refused). Raises a one-line ValueError naming the file."""
-  arrays = _read_arrays(path)
+  arrays = read_npz(path, 'unreadable Inception stats file',
+                    'give an .npz file (or delete a cached one to recompute)')
   bad = lambda problem: ValueError(f'bad Inception stats file {path}: {problem}')
   if 'arr_0' in arrays:
     images = arrays['arr_0']

@@ -85,20 +85,26 @@ def compute_activations(images_iter: Iterable, model: nn.Module, device: str | t
   return Activations(*(np.concatenate(outputs[name]) for name in Activations._fields))
 
 
-def _load_cache(path: str, dim: int | None = None) -> FeatureStats:
-  """Read and validate a stats `.npz` (finite float `mu` `[D]`, `sigma` `[D, D]`, optional `pool3`
-  `[N, D]`; D == `dim` if given); any problem is one line naming the file."""
-  if not os.path.isfile(path):  # a folder, or a FIFO that would block
+def read_npz(path: str, unreadable: str, advice: str) -> dict:
+  """The arrays of a stats `.npz` (never unpickled); a one-line ValueError
+  '<unreadable> <path>: <reason>; <advice>' if it cannot be read, or if it is not a regular file
+  (a folder, or a FIFO that would block)."""
+  if not os.path.isfile(path):
     raise ValueError(f'Inception stats file {path} is not a regular file; give an .npz file')
   try:
     with np.load(path, allow_pickle=False) as data:
-      arrays = {key: data[key] for key in data.files}
+      return {key: data[key] for key in data.files}
   except (OSError, ValueError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as err:
     reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
     if isinstance(err, (TypeError, AttributeError)):
       reason = 'not an .npz archive'
-    raise ValueError(f'corrupt Inception stats cache {path}: {reason}; delete it to recompute'
-                     ) from None
+    raise ValueError(f'{unreadable} {path}: {reason}; {advice}') from None
+
+
+def _load_cache(path: str, dim: int | None = None) -> FeatureStats:
+  """Read and validate a stats `.npz` (finite float `mu` `[D]`, `sigma` `[D, D]`, optional `pool3`
+  `[N, D]`; D == `dim` if given); any problem is one line naming the file."""
+  arrays = read_npz(path, 'corrupt Inception stats cache', 'delete it to recompute')
   problem = _stats_problem(arrays, dim)
   if problem:
     raise ValueError(f'corrupt Inception stats cache {path}: {problem}; delete it to recompute')
