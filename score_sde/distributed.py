@@ -193,6 +193,11 @@ def gather_objects(obj, dist: Dist) -> list:
   return out
 
 
+def gather_shards(mine: list, dist: Dist) -> list:
+  """Every rank's `(shard index, ...)` tuples (this rank's are `mine`), merged in index order."""
+  return sorted((p for got in gather_objects(mine, dist) for p in got), key=lambda p: p[0])
+
+
 class ranks:
   """`with ranks(device) as dist:` joins the torchrun group (setup) and leaves it at the end."""
 

@@ -43,8 +43,7 @@ def sample(config, workdir: str, solver: str | None = None, checkpoint: str = ''
     classifier = load_guidance_classifier(config, workdir, next(model.parameters()).device)
     mine = distributed.agree(dist, lambda: _draw_batches(config, model, solver, classifier, dist),
                              'sampling')
-    parts = sorted((p for rank in distributed.gather_objects(mine, dist) for p in rank),
-                   key=lambda p: p[0])
+    parts = distributed.gather_shards(mine, dist)
   if not dist.is_main:
     return ''
   x, nfe = torch.cat([p[1] for p in parts]), sum(p[2] for p in parts)
@@ -98,8 +97,7 @@ def inverse_problem(config, workdir: str, task: str, solver: str | None = None,
     mine = distributed.agree(dist, lambda: [
         (i, _inverse_batch(config, model, task, solver, x0, i)) for i in
         distributed.my_shards(-(-len(x0) // bs), dist)], f'solving {task}')
-    parts = sorted((p for rank in distributed.gather_objects(mine, dist) for p in rank),
-                   key=lambda p: p[0])
+    parts = distributed.gather_shards(mine, dist)
   if not dist.is_main:
     return ''
   shown, result = (torch.cat([p[1][k] for p in parts]) for k in (0, 1))
