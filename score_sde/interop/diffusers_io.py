@@ -18,7 +18,7 @@ import os
 
 import torch
 
-from score_sde.checkpoint import CheckpointError, _atomic_write
+from score_sde.checkpoint import CheckpointError, save_json
 from score_sde.errors import UserError, one_line
 from score_sde.interop import diffusers_config as dcfg
 from score_sde.interop import diffusers_map as dmap
@@ -191,13 +191,10 @@ def export_diffusers(source, folder: str, config=None, use_ema: bool = True) -> 
   for sub in ('unet', 'scheduler'):
     os.makedirs(os.path.join(folder, sub), exist_ok=True)
   write_tensors(os.path.join(folder, 'unet', WEIGHTS[0]), tensors)
-  _write_json(os.path.join(folder, 'unet', 'config.json'), unet)
-  _write_json(os.path.join(folder, 'scheduler', 'scheduler_config.json'), scheduler)
-  _write_json(os.path.join(folder, 'model_index.json'), {
+  save_json(os.path.join(folder, 'unet', 'config.json'), unet)
+  save_json(os.path.join(folder, 'scheduler', 'scheduler_config.json'), scheduler)
+  save_json(os.path.join(folder, 'model_index.json'), {
       '_class_name': pipeline, '_diffusers_version': dcfg.VERSION,
       'scheduler': ['diffusers', scheduler_class], 'unet': ['diffusers', 'UNet2DModel']})
   return folder
 
-
-def _write_json(path: str, value: dict) -> None:
-  _atomic_write(path, (json.dumps(value, indent=2) + '\n').encode())
