@@ -14,7 +14,7 @@ from score_sde.errors import UserError
 from score_sde.generate import (ensure_writable, generate, grid_row, labels_for,
                                 load_eval_model, load_guidance_classifier,
                                 solver_kwargs, write_output)
-from score_sde.models import data_shape
+from score_sde.models import is_vector_data
 from score_sde.progress import progress
 from score_sde.workdir import grid_cache_in
 
@@ -88,7 +88,7 @@ def inverse_problem(config, workdir: str, task: str, solver: str | None = None,
   d = config.data
   if task == 'colorize' and d.num_channels != 3:
     raise UserError(f'colorize needs an RGB model; config.data.num_channels = {d.num_channels}')
-  if len(data_shape(config)) != 3:
+  if is_vector_data(config):
     raise UserError(f'{task} works on images; config.model.name = {config.model.name!r} takes vectors')
   x0 = _inverse_inputs(config)
   with distributed.ranks(get_device(config)) as dist:
@@ -162,7 +162,7 @@ def interpolate(config, workdir: str, checkpoint: str = '') -> str:
   samples/interpolate_<checkpoint>.png (one row: original, path, original) and .npz."""
   from score_sde import inverse_cli
   from score_sde.pipeline import Pipeline
-  if len(data_shape(config)) != 3:
+  if is_vector_data(config):
     raise UserError(f'interpolate works on images; config.model.name = {config.model.name!r} '
                     'takes vectors')
   out_dir = ensure_writable(os.path.join(workdir, 'samples'), 'interpolations')
