@@ -55,7 +55,7 @@ def _likelihood_over_ranks(config, model, toy: bool, method: str, dist):
   from score_sde.evaluation.loop import likelihood_batches
   terms = {}
   mine = distributed.agree(dist, lambda: likelihood_batches(
-      config, model, toy, method=method, terms=terms, shard=(dist.rank, dist.world_size)),
+      config, model, toy, method=method, terms=terms, dist=dist),
       f'computing the likelihood ({method})')
   parts = distributed.gather_objects((mine, terms), dist)
   if not dist.is_main:
@@ -170,7 +170,7 @@ def _evaluate_checkpoint(config, workdir: str, out_root: str, solver: str, step:
                       'drawing the evaluation samples')
   for method in bpd_methods(config) if e.enable_bpd else ():
     distributed.agree(dist, lambda: loop.likelihood_batches(
-        config, model, flat, out_dir, method=method, shard=(dist.rank, dist.world_size)),
+        config, model, flat, out_dir, method=method, dist=dist),
         f'computing bits/dim ({method})')
   finish = lambda: _score_checkpoint(config, workdir, report, flat, model, shard, out_dir,
                                      cache, name)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from score_sde import checkpoint as ckpt
-from score_sde import datasets
+from score_sde import datasets, distributed
 from score_sde.errors import UserError
 from score_sde.progress import progress
 from score_sde.likelihood import bits_per_dim, log_likelihood
@@ -199,9 +199,9 @@ def likelihood_values(config, model, flat: bool, cache_dir: str = '', generator=
 
 def likelihood_batches(config, model, flat: bool, cache_dir: str = '', generator=None,
                        method: str = 'ode', terms: dict | None = None,
-                       shard: tuple[int, int] = (0, 1)) -> dict:
-  """{batch index: per-example values `[B]` float64} of the batches i with i % shard[1] ==
-  shard[0] (rank, world size: all batches on one process). With `cache_dir`, each batch's
+                       dist=None) -> dict:
+  """{batch index: per-example values `[B]` float64} of this rank's batches
+  (`distributed.my_shards` of `dist`; all batches on one process or with dist None). With `cache_dir`, each batch's
   values are saved there as bpd_<i>.npy (vlb_<i>.npy) and reused. The noise comes from `generator` (one stream for all
   batches), or else from a generator per batch seeded by seed + i, so that a batch recomputed
   after a pre-emption, or on another rank, equals the lost one. `terms` gets {i: VLB terms}."""
@@ -214,7 +214,7 @@ def likelihood_batches(config, model, flat: bool, cache_dir: str = '', generator
   n_batches = loader.batches_per_epoch
   if config.eval.bpd_num_batches > 0:
     n_batches = min(n_batches, config.eval.bpd_num_batches)
-  wanted = set(range(shard[0], n_batches, shard[1]))
+  wanted = set(range(n_batches) if dist is None else distributed.my_shards(n_batches, dist))
   values, stem = {}, 'bpd' if method == 'ode' else 'vlb'
   for i in progress(range(n_batches), desc=f'likelihood ({method})'):
     x, _ = next(loader)
