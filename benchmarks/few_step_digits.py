@@ -23,12 +23,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import load_config  # noqa: E402
-from score_sde import datasets  # noqa: E402
-from score_sde.generate import load_eval_model  # noqa: E402
+from score_sde.data import datasets  # noqa: E402
+from score_sde.app.generate import load_eval_model  # noqa: E402
 from score_sde.sampling import GridTuning, sample  # noqa: E402
 from score_sde.sampling.common import tweedie_denoise  # noqa: E402
 from score_sde.sampling.grid_guard import sliced_gap  # noqa: E402
-from score_sde.sampling.optimized_grid import reference_endpoints  # noqa: E402
+from score_sde.sampling.grid_guard import reference_endpoints  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 EPS = 1e-3

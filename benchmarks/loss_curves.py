@@ -29,7 +29,7 @@ from benchmarks.common import TRAIN_VARIANTS, apply_train_variant, load_config  
 
 def curve(args, variant: str):
   """(per-step losses [steps], flat EMA weights, seconds) of one variant."""
-  from score_sde.trainer import Trainer
+  from score_sde.training.trainer import Trainer
   config = load_config(args.config)
   apply_train_variant(config, variant)
   config.runtime.device, config.data.num_workers = args.device, 0

@@ -24,11 +24,11 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from score_sde.analytic import GaussianMixture  # noqa: E402
+from score_sde.maths.analytic import GaussianMixture  # noqa: E402
 from score_sde.sampling import GridTuning, sample, solver_spec  # noqa: E402
 from score_sde.sampling.common import tweedie_denoise  # noqa: E402
 from score_sde.sampling.ode import ode_integrate, probability_flow_drift  # noqa: E402
-from score_sde.sdes import VPSDE  # noqa: E402
+from score_sde.maths.sdes import VPSDE  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 NFES = (10, 20, 35, 50, 100, 1000)

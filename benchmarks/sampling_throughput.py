@@ -12,7 +12,7 @@ configs/vp_cifar.py; random weights unless --checkpoint) and prints two markdown
   per image, and the mean bits/dim change from fp32 on the same dequantised batch and probe.
 
 Variants: fp32 (TF32 off), tf32, bf16 / fp16 (autocast of the network; TF32 on), each with
-'+graphs' for `runtime.cuda_graphs` (score_sde.graphed) and '+compile' for torch.compile of the
+'+graphs' for `runtime.cuda_graphs` (score_sde.sampling.graphed) and '+compile' for torch.compile of the
 network. CUDA unless --quick (a CPU smoke run of a tiny net).
 
   python benchmarks/sampling_throughput.py [--config configs/vp_cifar.py] [--checkpoint ckpt]
@@ -69,7 +69,7 @@ def parse_args(argv=None):
 def build_model(args, device):
   """(model, image shape) for the config: the ScoreModel, eval mode, on `device`."""
   from score_sde.models import create_model, load_checkpoint
-  from score_sde.sdes import get_sde
+  from score_sde.maths.sdes import get_sde
   config = load_config(args.config)
   if args.quick:
     config.model.nf, config.model.ch_mult, config.model.num_res_blocks = 32, (1, 2), 1
@@ -91,7 +91,7 @@ def network_for(model, variant: str):
 
 def score_for(model, variant: str, device):
   """The sampler's score_fn of a variant: autocast, compile, CUDA graphs ('bf16+graphs')."""
-  from score_sde.graphed import GraphedScore
+  from score_sde.sampling.graphed import GraphedScore
   net, dtype = network_for(model, variant)
 
   def score_fn(x, t):
@@ -130,7 +130,7 @@ def sampling_table(args, model, shape, device):
 
 
 def likelihood_table(args, model, shape, device):
-  from score_sde.likelihood import bits_per_dim, log_likelihood
+  from score_sde.maths.likelihood import bits_per_dim, log_likelihood
   g = torch.Generator(device=device).manual_seed(1)
   x = (torch.randint(0, 256, (args.likelihood_batch, *shape), generator=g, device=device).float()
        + torch.rand(args.likelihood_batch, *shape, generator=g, device=device)) / 128 - 1

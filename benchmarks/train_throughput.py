@@ -62,10 +62,10 @@ def sync(device: str) -> None:
 
 def measure(name: str, variant: str, args) -> dict:
   """steps/s and peak memory (GiB; CUDA only) of `args.steps` training steps."""
-  from score_sde.trainer import Trainer
+  from score_sde.training.trainer import Trainer
   config = configure(name, variant, args)
   with tempfile.TemporaryDirectory() as wd, \
-       mock.patch('score_sde.trainer._load_train_data', lambda c: random_data(c)):
+       mock.patch('score_sde.training.trainer._load_train_data', lambda c: random_data(c)):
     trainer = Trainer(config, wd)
     try:
       for _ in range(args.warmup):

@@ -13,7 +13,7 @@ sys.path.insert(0, ROOT)
 torch.set_num_threads(1)
 
 from configs.toy_gmm import get_config  # noqa: E402
-from score_sde.trainer import Trainer  # noqa: E402
+from score_sde.training.trainer import Trainer  # noqa: E402
 
 
 def main(out_dir: str, steps: int, grad_accum: int) -> None:

@@ -9,8 +9,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from score_sde import eval_modes, sample_modes  # noqa: E402
-from score_sde.cli import run  # noqa: E402
+from score_sde.app import eval_modes
+from score_sde.app import sample_modes  # noqa: E402
+from score_sde.app.cli import run  # noqa: E402
 
 _generate, _drawn = eval_modes.generate, [0]
 

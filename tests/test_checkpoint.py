@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from configs.toy import get_config
-from score_sde import checkpoint as ckpt
+from score_sde.files import checkpoint as ckpt
 from score_sde.models import ExponentialMovingAverage, create_model, load_checkpoint
 from score_sde.sdes import get_sde
 

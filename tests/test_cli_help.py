@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from configs.default import get_default_config
-from score_sde import cli, config_doc
+from score_sde.app import cli
+from score_sde.app import config_doc
 from score_sde.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +42,7 @@ def test_help_lists_the_modes_and_flags(tmp_path):
 
 
 def test_help_does_not_import_torch():
-  code = ("import sys\nfrom score_sde import cli\ntry:\n  cli.run(['score-sde', '--help'])\n"
+  code = ("import sys\nfrom score_sde.app import cli\ntry:\n  cli.run(['score-sde', '--help'])\n"
           "except SystemExit as e:\n  assert e.code == 0\n"
           "print('torch imported' if 'torch' in sys.modules else 'no torch')")
   proc = _run(['-c', code])

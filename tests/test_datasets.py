@@ -1,4 +1,4 @@
-"""Tests for score_sde.datasets: readers on tiny fixtures in the real file formats, toys,
+"""Tests for score_sde.data.datasets: readers on tiny fixtures in the real file formats, toys,
 scalers, dequantisation and the resumable InfiniteLoader. No network, CPU only."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from configs.default import get_default_config
-from score_sde import toy_data
-from score_sde.datasets import (DATASETS, InfiniteLoader, InMemoryDataset, dequantize,
+from score_sde.data import toy_data
+from score_sde.data.datasets import (DATASETS, InfiniteLoader, InMemoryDataset, dequantize,
                                 get_data_inverse_scaler, get_data_scaler, get_dataset)
 from score_sde.data.readers import read_idx
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import run_main
-from score_sde.checkpoint import CheckpointError
+from score_sde.files.checkpoint import CheckpointError
 from score_sde.configs.default import get_default_config
 from score_sde.interop import export_diffusers, load_diffusers
 from score_sde.interop.diffusers_map import UnsupportedModelError
@@ -229,7 +229,7 @@ def test_folders_written_by_diffusers_import_with_equal_outputs(arch, tmp_path):
 
 
 def test_export_command_writes_a_folder_and_a_safetensors_file(tmp_path, capsys):
-  from score_sde.checkpoint import save_checkpoint
+  from score_sde.files.checkpoint import save_checkpoint
   from score_sde.interop.__main__ import main
   cfg = tmp_path / 'small_ddpm.py'
   cfg.write_text('from score_sde.configs.default import get_default_config\n\n\ndef get_config():\n'

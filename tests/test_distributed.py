@@ -1,7 +1,7 @@
 """DistributedDataParallel on CPU (gloo): 2 processes equal 1 process with the same global batch.
 
 The trainer gives every sample of the global batch the noise of its position (see
-score_sde/trainer.py), so 2 ranks x 32, 1 rank x 64 and 1 rank x 2 micro-batches of 32 compute
+score_sde/training/trainer.py), so 2 ranks x 32, 1 rank x 64 and 1 rank x 2 micro-batches of 32 compute
 the same gradient up to float summation order.
 """
 import os
@@ -49,7 +49,7 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path):
 
 
 def test_half_set_torchrun_environment_is_a_clear_error(monkeypatch):
-  from score_sde import distributed
+  from score_sde.runtime import distributed
   from score_sde.errors import UserError
   monkeypatch.setenv('WORLD_SIZE', '2')
   monkeypatch.setenv('RANK', '0')
@@ -62,7 +62,7 @@ def test_half_set_torchrun_environment_is_a_clear_error(monkeypatch):
 def test_batch_must_divide_over_ranks_and_micro_batches():
   from configs.toy_gmm import get_config
   from score_sde.errors import UserError
-  from score_sde.trainer import Trainer
+  from score_sde.training.trainer import Trainer
   config = get_config()
   config.training.batch_size, config.training.grad_accum = 30, 4
   with pytest.raises(UserError, match='divisible'):

@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 
-from score_sde import checkpoint as ckpt
-from score_sde import distributed
+from score_sde.files import checkpoint as ckpt
+from score_sde.runtime import distributed
 from score_sde.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,7 +115,7 @@ class _Clock:
 def test_stop_agreement_checks_about_once_a_period_and_never_per_step(monkeypatch):
   """Rank 0's schedule of checks (the collective is the identity here): the interval grows to
   ~period / step time, at most doubling, and a flag is acted on at the next check."""
-  from score_sde import stop_signals
+  from score_sde.training import stop_signals
   clock, calls, now = _Clock(), [], [0]
   monkeypatch.setattr(stop_signals.time, 'monotonic', clock)
   def reduce(value, dist):

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import run_lib
-from score_sde import eval_modes
-from score_sde import checkpoint as ckpt
+from score_sde.app import eval_modes
+from score_sde.files import checkpoint as ckpt
 from score_sde.errors import UserError
 
 pytestmark = pytest.mark.usefixtures('one_thread')

@@ -12,7 +12,8 @@ import pytest
 import torch
 from scipy.special import softmax
 
-from score_sde import eval_modes, run_lib
+from score_sde.app import eval_modes
+from score_sde.app import run_lib
 from score_sde.errors import ConfigError, UserError
 from score_sde.evaluation import InceptionOutput, compute_activations, inception, loop
 from score_sde.evaluation.export import export_samples, npz_bytes, save_npz
@@ -227,7 +228,7 @@ def test_npz_bytes_do_not_depend_on_the_clock(monkeypatch):
 
 def test_new_eval_keys_are_validated():
   from configs.digits import get_config
-  from score_sde.config_check import validate
+  from score_sde.app.config_check import validate
   for key, value in (('inception_resize', 'bicubic'), ('export', 'jpg'), ('is_splits', 0),
                      ('kid_subsets', -1), ('pr_k', -2)):
     config = get_config()

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from conftest import assert_moments
-from score_sde.analytic import GaussianMixture, gaussian
+from score_sde.maths.analytic import GaussianMixture, gaussian
 from score_sde.sampling import SOLVERS, sample, solver_options
 from score_sde.sampling.ddim import ddim_step, ddpm_step, leading_indices, predict_eps
 from score_sde.sampling.ode import ode_integrate, probability_flow_drift
 from score_sde.sampling.pc import AncestralPredictor
 from score_sde.sdes import SubVPSDE, VESDE, VPSDE
-from score_sde.utils import full_t
+from score_sde.maths.utils import full_t
 
 MEAN, VAR = torch.tensor([1.0, -2.0]), torch.tensor([0.25, 4.0])
 DATA = gaussian(MEAN, VAR)

@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from score_sde.analytic import GaussianMixture, gaussian
-from score_sde.sampling import optimized_grid as og
+from score_sde.maths.analytic import GaussianMixture, gaussian
+from score_sde.sampling import grid_guard, optimized_grid as og
 from score_sde.sampling import sample
 from score_sde.sampling.common import tweedie_denoise
 from score_sde.sampling.grid_guard import guard_grid, sliced_gap
@@ -26,10 +26,10 @@ DATA = gaussian(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.25, 4.0, 1.0]))
 @pytest.fixture(autouse=True)
 def empty_memory_cache():
   og._MEMORY.clear()
-  og._REFERENCES.clear()
+  grid_guard._REFERENCES.clear()
   yield
   og._MEMORY.clear()
-  og._REFERENCES.clear()
+  grid_guard._REFERENCES.clear()
 
 
 @pytest.mark.parametrize('sde', [VPSDE(), SubVPSDE(), VESDE(), VPSDE(schedule='cosine')],

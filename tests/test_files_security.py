@@ -18,10 +18,10 @@ import torch
 from PIL import Image
 
 from conftest import start_main
-from score_sde import checkpoint as ckpt
-from score_sde.datasets import get_dataset, load_split
+from score_sde.files import checkpoint as ckpt
+from score_sde.data.datasets import get_dataset, load_split
 from score_sde.errors import UserError
-from score_sde.workdir import last_good_checkpoint, latest_checkpoint
+from score_sde.files.workdir import last_good_checkpoint, latest_checkpoint
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 TINY = ['--config.model.hidden=32', '--config.model.depth=1', '--config.training.batch_size=64',
@@ -180,7 +180,7 @@ def test_planted_links_are_never_written_through(tmp_path, writer):
 
 
 def test_write_probe_does_not_follow_a_planted_link(tmp_path):
-  from score_sde.generate import ensure_writable
+  from score_sde.app.generate import ensure_writable
   victim = tmp_path / 'victim.txt'
   victim.write_text('precious')
   folder = tmp_path / 'samples'

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from configs.toy import get_config as toy_config
-from score_sde.analytic import GaussianMixture
-from score_sde.graphed import GraphedScore
+from score_sde.maths.analytic import GaussianMixture
+from score_sde.sampling.graphed import GraphedScore
 from score_sde.sampling import sample
 from score_sde.sdes import VPSDE
 
@@ -93,7 +93,7 @@ def test_cpu_tensors_stay_eager_with_the_cuda_capture():
 def test_generate_with_cuda_graphs_key(monkeypatch):
   """`runtime.cuda_graphs` reaches `generate`: with the stand-in capture the toy model's samples
   equal the eager ones, over two batches and a smaller last one (two captures)."""
-  from score_sde import generate as gen_mod
+  from score_sde.app import generate as gen_mod
   from score_sde.models import create_model
   from score_sde.sdes import get_sde
   config = toy_config()
@@ -134,7 +134,7 @@ def test_real_cuda_graph_matches_eager():
 def test_generate_with_compile_key(monkeypatch):
   """`runtime.compile` compiles the sampling model once per model (dynamo's eager backend here,
   to keep the test fast); the samples match the plain ones."""
-  from score_sde import generate as gen_mod
+  from score_sde.app import generate as gen_mod
   from score_sde.models import create_model
   from score_sde.sdes import get_sde
   config = toy_config()

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from conftest import assert_moments
-from score_sde.analytic import GaussianMixture, gaussian
-from score_sde.classifier import MLPClassifier, accuracy_by_noise_level, classifier_log_prob_fn, classifier_loss
+from score_sde.maths.analytic import GaussianMixture, gaussian
+from score_sde.models.classifier import MLPClassifier
+from score_sde.training.classifier import accuracy_by_noise_level, classifier_log_prob_fn, classifier_loss
 from score_sde.guidance import bind, classifier_free, classifier_guidance
-from score_sde.inverse import COLOR_MATRIX, colorize, couple, decouple, inpaint, inpaint_score
+from score_sde.maths.inverse import COLOR_MATRIX, colorize, couple, decouple, inpaint, inpaint_score
 from score_sde.likelihood import log_likelihood
 from score_sde.sampling import SOLVERS, sample
 from score_sde.sdes import VPSDE
@@ -221,7 +222,7 @@ def test_guidance_keeps_a_learned_variance(null_label):
   """CFG: the guided score with the conditional branch's variance (GLIDE); classifier guidance:
   the base model's variance; `bind` forwards both. (Before, the wrappers dropped the variance
   and `ddpm` / `ddim` fell back to a fixed one.)"""
-  from score_sde.conventions import variance_fn
+  from score_sde.maths.conventions import variance_fn
   model = _LearnedVarianceModel()
   x, t, y = torch.randn(6, 2), torch.full((6,), 0.5), torch.tensor([1, 2, 3, 1, 2, 3])
   cfg = classifier_free(model, 3.0, null_label=null_label)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from score_sde import checkpoint as ckpt
+from score_sde.files import checkpoint as ckpt
 from score_sde.errors import ConfigError, UserError
 from score_sde.sampling import sample
 from score_sde.sdes import VESDE, VPSDE
@@ -62,7 +62,7 @@ def test_a_score_of_the_wrong_shape_is_refused(solver):
 # --- inpainting: mask shape and values, non-finite pixels ------------------------------------
 
 def test_inpaint_refuses_a_mask_of_another_shape_or_with_other_values():
-  from score_sde.inverse import inpaint
+  from score_sde.maths.inverse import inpaint
   y = torch.rand(2, 1, 8, 8)
   for shape in ((1, 1, 16, 16), (2, 1, 8), (3, 1, 8, 8), (1, 1, 1, 8, 8)):
     mask = torch.ones(shape)
@@ -77,7 +77,7 @@ def test_inpaint_refuses_a_mask_of_another_shape_or_with_other_values():
 
 @pytest.mark.parametrize('method', ['project', 'score'])
 def test_one_nan_pixel_does_not_spoil_the_batch(method):
-  from score_sde.inverse import inpaint
+  from score_sde.maths.inverse import inpaint
   y = torch.rand(3, 1, 8, 8)
   mask = torch.ones(1, 1, 8, 8)
   mask[..., 2:6, 2:6] = 0
@@ -91,7 +91,7 @@ def test_one_nan_pixel_does_not_spoil_the_batch(method):
 
 
 def test_mask_file_of_another_size_or_values_is_one_line(tmp_path):
-  from score_sde.inverse_cli import make_mask
+  from score_sde.app.inverse_cli import make_mask
   np.save(tmp_path / 'big.npy', np.ones((16, 16), np.float32))
   with pytest.raises(UserError, match=r'mask .*big.npy: shape \(16, 16\) does not fit 4 images of 8x8'):
     make_mask(str(tmp_path / 'big.npy'), (4, 1, 8, 8))
@@ -113,7 +113,7 @@ def test_mask_file_of_another_size_or_values_is_one_line(tmp_path):
 # --- images: range, dtype, unreadable files --------------------------------------------------
 
 def test_image_values_are_converted_by_a_documented_rule(tmp_path):
-  from score_sde.inverse_cli import load_images
+  from score_sde.app.inverse_cli import load_images
   ints = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 1))
   for dtype in (np.uint8, np.int64, np.int32):
     np.save(tmp_path / 'i.npy', ints.astype(dtype))
@@ -132,7 +132,7 @@ def test_image_values_are_converted_by_a_documented_rule(tmp_path):
 
 
 def test_unreadable_image_files_are_one_line_naming_the_file(tmp_path):
-  from score_sde.inverse_cli import load_images
+  from score_sde.app.inverse_cli import load_images
   (tmp_path / 'junk.png').write_bytes(b'this is not a png' * 10)
   with pytest.raises(UserError, match='cannot read images from .*junk.png'):
     load_images(str(tmp_path / 'junk.png'), 1, 8)
@@ -158,8 +158,8 @@ def _conditional_config():
 
 @pytest.mark.parametrize('offset', [0, 1, 5])
 def test_a_label_outside_the_classes_is_a_config_error(offset):
-  from score_sde.config_check import validate
-  from score_sde.generate import labels_for
+  from score_sde.app.config_check import validate
+  from score_sde.app.generate import labels_for
   config = _conditional_config()
   config.sampling.label = config.data.num_classes + offset  # num_classes: the "no label" index
   with pytest.raises(ConfigError, match='config.sampling.label'):
@@ -179,7 +179,7 @@ def test_a_label_outside_the_classes_is_a_config_error(offset):
 ])
 def test_non_finite_and_out_of_range_numbers_are_refused(key, value):
   from configs.toy_gmm import get_config
-  from score_sde.config_check import validate
+  from score_sde.app.config_check import validate
   config = get_config()
   config.unlock()
   node, *path = [config] + key.split('.')
@@ -192,7 +192,7 @@ def test_non_finite_and_out_of_range_numbers_are_refused(key, value):
 
 def test_valid_special_values_still_pass():
   from configs.toy_gmm import get_config
-  from score_sde.config_check import validate
+  from score_sde.app.config_check import validate
   config = get_config()
   config.optim.grad_clip = -1.0  # clipping off
   config.seed = 2**63 - 1
@@ -202,7 +202,7 @@ def test_valid_special_values_still_pass():
 
 def test_a_nan_sample_is_an_error_naming_the_weights():
   from configs.toy_gmm import get_config
-  from score_sde.generate import generate
+  from score_sde.app.generate import generate
   from score_sde.models import create_model
   from score_sde.sdes import get_sde
   config = get_config()
@@ -292,7 +292,8 @@ def test_two_processes_writing_the_cache_keep_every_entry(tmp_path):
 
 def _classifier_file(tmp_path, sde, meta=True):
   from configs.toy_gmm import get_config
-  from score_sde.classifier import classifier_metadata, create_classifier
+  from score_sde.app.build import build_classifier as create_classifier
+  from score_sde.training.classifier import classifier_metadata
   config = get_config()
   config.sampling.classifier_scale = 1.0
   net = create_classifier(config, True)
@@ -306,7 +307,7 @@ def _classifier_file(tmp_path, sde, meta=True):
 
 
 def test_a_classifier_of_another_sde_is_refused(tmp_path):
-  from score_sde.generate import load_guidance_classifier
+  from score_sde.app.generate import load_guidance_classifier
   from score_sde.sdes import get_sde
   config = _classifier_file(tmp_path, VESDE())  # the toy config trains a VP model
   with pytest.raises(UserError, match=r'classifier trained with the SDE vesde\(.*but the model uses vpsde'):
@@ -320,7 +321,7 @@ def test_a_classifier_of_another_sde_is_refused(tmp_path):
 
 
 def test_an_old_classifier_without_the_record_is_accepted_with_a_warning(tmp_path, caplog):
-  from score_sde.generate import load_guidance_classifier
+  from score_sde.app.generate import load_guidance_classifier
   config = _classifier_file(tmp_path, VESDE(), meta=False)
   with caplog.at_level(logging.WARNING):
     assert load_guidance_classifier(config, str(tmp_path), 'cpu') is not None
@@ -329,7 +330,7 @@ def test_an_old_classifier_without_the_record_is_accepted_with_a_warning(tmp_pat
 
 def test_the_classifier_trainer_records_its_sde_and_time_label(tmp_path):
   from configs.toy_gmm import get_config
-  from score_sde.trainer import Trainer
+  from score_sde.training.trainer import Trainer
   config = get_config()
   config.classifier.hidden, config.classifier.depth, config.data.toy_size = 16, 1, 256
   config.training.batch_size = 64

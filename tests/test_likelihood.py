@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from score_sde.analytic import GaussianMixture, gaussian
+from score_sde.maths.analytic import GaussianMixture, gaussian
 from score_sde.likelihood import bits_per_dim, log_likelihood
 from score_sde.sdes import SubVPSDE, VESDE, VPSDE
 

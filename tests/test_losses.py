@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from score_sde import losses
+from score_sde.training import losses
 from score_sde.sdes import SubVPSDE, VESDE, VPSDE
-from score_sde.utils import bcast
+from score_sde.maths.utils import bcast
 
 MU, S2 = torch.tensor([1.0, -0.5], dtype=torch.float64), torch.tensor([0.25, 2.0], dtype=torch.float64)
 SDES = {'vp': VPSDE(), 'subvp': SubVPSDE(), 've': VESDE()}
@@ -121,7 +121,7 @@ def test_reduce_mean_and_errors():
 def test_training_mlp_on_mixture_learns_it():
   """1000 Adam steps on 8 Gaussians: the loss falls and the EMA model's ODE samples have the
   data's moments (to within the accuracy such a short run reaches) and sit on the ring."""
-  from score_sde import toy_data
+  from score_sde.data import toy_data
   from score_sde.models import MLP, ExponentialMovingAverage, ScoreModel
   from score_sde.sampling import sample
   torch.manual_seed(0)

@@ -15,7 +15,7 @@ import torch
 from configs.digits import get_config as digits_config
 from configs.toy import get_config as toy_config
 from score_sde.errors import TrainingError
-from score_sde.trainer import Trainer
+from score_sde.training.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OURS = (os.path.join(ROOT, 'score_sde') + os.sep, os.path.join(ROOT, 'run_lib.py'))

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from score_sde.analytic import GaussianMixture
+from score_sde.maths.analytic import GaussianMixture
 from score_sde.sampling import sample
 from score_sde.sampling import optimized_grid as og
 from score_sde.sampling.ode import ode_integrate, probability_flow_drift
@@ -119,9 +119,9 @@ def test_config_reaches_the_optimized_grid(tmp_path):
   """sampling.grid = 'optimized' is valid config and `generate` tunes (once, into
   sampling.grid_cache_dir) and samples with it."""
   from configs.toy_gmm import get_config
-  from score_sde import config_check
+  from score_sde.app import config_check
   from score_sde.errors import ConfigError
-  from score_sde.generate import generate
+  from score_sde.app.generate import generate
   from score_sde.models import create_model
   from score_sde.sdes import get_sde
   config = get_config()

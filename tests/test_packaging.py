@@ -63,9 +63,9 @@ def test_wheel_holds_the_package_and_its_configs_only(wheel):
   shipped = {os.path.basename(n) for n in names if n.startswith('score_sde/configs/')}
   assert shipped == {f for f in os.listdir(os.path.join(ROOT, 'configs')) if f.endswith('.py')}
   assert '__path__' not in configs_init  # configs/__init__.py, not the checkout's pointer
-  for module in ('cli.py', '__main__.py', 'run_lib.py', 'run_lock.py', 'config_doc.py'):
+  for module in ('app/cli.py', '__main__.py', 'app/run_lib.py', 'files/run_lock.py', 'app/config_doc.py'):
     assert f'score_sde/{module}' in names
-  assert 'score-sde = score_sde.cli:run' in entry_points
+  assert 'score-sde = score_sde.app.cli:run' in entry_points
   assert 'Provides-Extra: test' in metadata and 'Provides-Extra: bench' in metadata
 
 

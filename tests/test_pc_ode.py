@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import assert_moments
-from score_sde.analytic import gaussian
+from score_sde.maths.analytic import gaussian
 from score_sde.sampling import sample
 from score_sde.sdes import SubVPSDE, VESDE, VPSDE
 
@@ -65,7 +65,7 @@ def test_ode_is_the_exact_transport_of_the_prior():
   res = sample(sde, DATA.score_fn(sde), x_T.shape, 'ode', x_init=x_T, eps=1e-3, denoise=False,
                rtol=1e-9, atol=1e-9)
   t = lambda v: torch.full((8,), v, dtype=torch.float64)
-  from score_sde.analytic import kernel
+  from score_sde.maths.analytic import kernel
   a_T, v_T = kernel(sde, t(1.0))
   a_e, v_e = kernel(sde, t(1e-3))
   m, s2 = DATA.means[0], DATA.variances[0]

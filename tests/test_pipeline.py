@@ -12,17 +12,18 @@ import torch
 from PIL import Image
 
 import score_sde
-from score_sde import checkpoint as ckpt
-from score_sde import datasets, run_lib
-from score_sde.analytic import gaussian
+from score_sde.files import checkpoint as ckpt
+from score_sde.data import datasets
+from score_sde.app import run_lib
+from score_sde.maths.analytic import gaussian
 from score_sde.configs.digits import get_config as digits_config
 from score_sde.configs.toy import get_config as toy_config
 from score_sde.errors import UserError
-from score_sde.generate import generate
+from score_sde.app.generate import generate
 from score_sde.models import create_model, load_checkpoint
-from score_sde.pipeline import Pipeline, slerp
+from score_sde.app.pipeline import Pipeline, slerp
 from score_sde.sdes import get_sde
-from score_sde.workdir import latest_checkpoint
+from score_sde.files.workdir import latest_checkpoint
 from conftest import run_main
 
 pytestmark = pytest.mark.usefixtures('one_thread')

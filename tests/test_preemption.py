@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from score_sde import checkpoint as ckpt
+from score_sde.files import checkpoint as ckpt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ['--config', 'configs/toy_gmm.py', '--mode', 'train', '--config.model.hidden=32',

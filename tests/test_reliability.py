@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from score_sde import checkpoint as ckpt
+from score_sde.files import checkpoint as ckpt
 from conftest import start_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,7 +114,7 @@ PROBES = {  # key: bad values (each must be refused by name, in-process)
 @pytest.mark.parametrize('key', list(PROBES))
 def test_validate_rejects_every_probe(key):
   from configs.toy_gmm import get_config
-  from score_sde.config_check import validate
+  from score_sde.app.config_check import validate
   from score_sde.errors import ConfigError
   validate(get_config())
   for value in PROBES[key]:

@@ -1,4 +1,4 @@
-"""One writer per workdir (score_sde.run_lock): a second training on a workdir stops at once
+"""One writer per workdir (score_sde.files.run_lock): a second training on a workdir stops at once
 naming the holder, a stale lock is taken over, only torchrun's rank 0 holds the lock, and tasks
 started by srun without torchrun are refused."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from score_sde import run_lock
+from score_sde.files import run_lock
 from score_sde.errors import UserError
 from conftest import run_main, start_main
 

@@ -13,10 +13,10 @@ import subprocess
 import pytest
 import torch
 
-from score_sde import checkpoint as ckpt
-from score_sde import run_record
-from score_sde.progress import PlainProgress, progress
-from score_sde.runtime import configure_threads
+from score_sde.files import checkpoint as ckpt
+from score_sde.files import run_record
+from score_sde.runtime.progress import PlainProgress, progress
+from score_sde.runtime.device import configure_threads
 from conftest import ROOT, run_main
 
 TINY = ['--config', 'configs/toy_gmm.py', '--config.model.hidden=32', '--config.model.depth=1',
@@ -89,7 +89,7 @@ def test_resume_names_changed_keys_and_refuses_model_keys(trained, tmp_path):
   assert sorted(os.listdir(os.path.join(wd, 'checkpoints'))) == before
   # an SDE key: refused by the recorded 'meta' first, with the recorded flag added
   from score_sde.configs.toy_gmm import get_config
-  from score_sde.trainer import Trainer
+  from score_sde.training.trainer import Trainer
   config = get_config()
   config.model.hidden, config.model.depth, config.model.num_scales = 32, 1, 500
   trainer = Trainer(config, wd)
@@ -119,7 +119,7 @@ def test_check_resume_in_process(caplog):
 
 def test_config_json_round_trip_of_every_packaged_config():
   import importlib
-  from score_sde.cli import packaged_configs
+  from score_sde.app.cli import packaged_configs
   for name in packaged_configs():
     config = importlib.import_module(f'score_sde.configs.{name}').get_config()
     back = run_record.config_from_json(run_record.config_to_json(config))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import run_main
-from score_sde.checkpoint import CheckpointError
+from score_sde.files.checkpoint import CheckpointError
 from score_sde.configs.digits import get_config
 from score_sde.errors import UserError
 from score_sde.interop import load_safetensors, save_safetensors

@@ -5,7 +5,7 @@ index and time, and the trajectory holds steps + 1 states."""
 import pytest
 import torch
 
-from score_sde.analytic import gaussian
+from score_sde.maths.analytic import gaussian
 from score_sde.sampling import WITH_CALLBACK, sample
 from score_sde.sampling.common import tweedie_denoise
 from score_sde.sampling.heun import heun_grid

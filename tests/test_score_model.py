@@ -1,4 +1,4 @@
-"""`ScoreModel` and `score_sde.conventions`: every parameterization x time label turns a
+"""`ScoreModel` and `score_sde.maths.conventions`: every parameterization x time label turns a
 "network" built from the analytic Gaussian mixture back into `GaussianMixture.score` exactly;
 each network declares its defaults; checkpoints record what they hold; and no module outside
 `sdes.py` asks an SDE for its class."""
@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from configs.default import get_default_config
-from score_sde import conventions as cv
-from score_sde.analytic import GaussianMixture
-from score_sde.checkpoint import CheckpointError, save_checkpoint
+from score_sde.maths import conventions as cv
+from score_sde.maths.analytic import GaussianMixture
+from score_sde.files.checkpoint import CheckpointError, save_checkpoint
 from score_sde.models import (NETWORKS, ScoreModel, checkpoint_metadata, create_model,
                               load_checkpoint)
 from score_sde.sdes import SDES

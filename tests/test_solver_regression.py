@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from score_sde.analytic import GaussianMixture, gaussian
+from score_sde.maths.analytic import GaussianMixture, gaussian
 from score_sde.sampling import GridTuning, sample
 from score_sde.sdes import SubVPSDE, VESDE, VPSDE
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from test_solver_regression import CASES, REFERENCE, SDES, SHAPES, TUNING
-from score_sde.analytic import gaussian
-from score_sde.config_check import validate
+from score_sde.maths.analytic import gaussian
+from score_sde.app.config_check import validate
 from score_sde.configs.default import get_default_config
 from score_sde.errors import ConfigError
-from score_sde.generate import config_key, solver_kwargs
+from score_sde.app.generate import config_key, solver_kwargs
 from score_sde.sampling import (SOLVERS, SolverSpec, Step, register, resolve_times, sample,
                                 solver_options, solver_spec, unregister)
 from score_sde.sampling.common import tweedie_denoise

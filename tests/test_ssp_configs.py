@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import run_main
-from score_sde.config_check import validate
+from score_sde.app.config_check import validate
 from score_sde.errors import ConfigError
 from score_sde.interop import ssp_config
 from score_sde.interop.ssp_config import COUNTERPARTS, is_ssp_config, translate, translate_file
@@ -51,7 +51,7 @@ def assert_reference_layout(config, ref: dict) -> None:
 
 def test_every_reference_config_has_a_fixture_and_a_counterpart():
   assert sorted(COUNTERPARTS) == sorted(LAYOUTS)
-  from score_sde.cli import packaged_configs
+  from score_sde.app.cli import packaged_configs
   assert set(COUNTERPARTS.values()) <= set(packaged_configs())
   for name in LAYOUTS:
     assert os.path.isfile(os.path.join(FIXTURES, name)), name

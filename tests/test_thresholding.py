@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from score_sde.analytic import GaussianMixture, gaussian
-from score_sde.config_check import validate
+from score_sde.maths.analytic import GaussianMixture, gaussian
+from score_sde.app.config_check import validate
 from score_sde.configs.default import get_default_config
 from score_sde.errors import ConfigError
-from score_sde.generate import solver_kwargs
+from score_sde.app.generate import solver_kwargs
 from score_sde.guidance import bind, classifier_free
 from score_sde.sampling import sample, solver_spec
 from score_sde.sampling.thresholding import X0Limit, dynamic_threshold, x0_limit, x0_range
@@ -149,7 +149,7 @@ def test_generate_keeps_a_random_network_in_range():
   """End to end (generate, the CLI's sampler): a random digits U-Net predicts x0 far outside the
   data; with sampling.clip_x0 the samples stay in the data range [0, 1] (data space)."""
   from score_sde.configs.digits import get_config
-  from score_sde.generate import generate
+  from score_sde.app.generate import generate
   from score_sde.models import create_model
   from score_sde.sdes import get_sde
   config = get_config()

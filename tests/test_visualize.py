@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from score_sde.visualize import image_grid, points_image, save_samples_png
+from score_sde.files.visualize import image_grid, points_image, save_samples_png
 
 
 def test_image_grid_layout_and_enlargement():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from score_sde.chain_posterior import ChainTable
+from score_sde.maths.chain_posterior import ChainTable
 from score_sde.sampling import sample
 from score_sde.sdes import SubVPSDE, VPSDE
 from score_sde.vlb import discretized_gaussian_log_likelihood, variational_bound

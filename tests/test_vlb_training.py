@@ -1,4 +1,4 @@
-"""Learned variances and IDDPM's objectives (score_sde.vlb_loss) through the trainer and the
+"""Learned variances and IDDPM's objectives (score_sde.training.vlb_loss) through the trainer and the
 command line: the networks' doubled outputs, the hybrid loss training only the variance with
 its VLB term, the importance sampler of t and its place in the checkpoint, and
 `--mode likelihood --config.eval.bpd_method=both`."""
@@ -14,7 +14,7 @@ from configs.digits import get_config as digits_config
 from score_sde.errors import ConfigError
 from score_sde.models import create_model
 from score_sde.sdes import VPSDE
-from score_sde.vlb_loss import TimestepResampler, get_vlb_loss_fn
+from score_sde.training.vlb_loss import TimestepResampler, get_vlb_loss_fn
 
 DIGITS = ['--config', 'configs/digits.py', '--config.model.nf=8', '--config.training.batch_size=8',
           '--config.eval.batch_size=6', '--config.eval.bpd_num_batches=1', '--config.training.continuous=False',
@@ -93,7 +93,7 @@ def test_resampler_is_uniform_until_warm_then_follows_the_second_moment():
 
 
 def test_bad_variational_configs_are_one_line_errors():
-  from score_sde.config_check import validate
+  from score_sde.app.config_check import validate
   config = tiny_config()
   config.training.loss = 'hybrid'
   config.model.learn_sigma = False

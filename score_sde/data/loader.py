@@ -29,7 +29,7 @@ class InfiniteLoader:
   come next.
 
   Random flips. For a dataset with `random_flip` true and a `get(index, flip)` method (the ones
-  of `score_sde.datasets`), the loader decides the flips: for batch p of epoch e on rank r they are
+  of `score_sde.data.datasets`), the loader decides the flips: for batch p of epoch e on rank r they are
   `torch.rand(len(batch), generator=Generator().manual_seed(mix_seed(seed, e, p, r))) < 0.5`.
   Both paths below use these flips, so they give identical batches and resumption is exact.
   Other datasets are read through `dataset[i]` and flip (or not) on their own.

@@ -1,4 +1,4 @@
-"""File readers and dataset classes behind `score_sde.datasets` (no downloads, no torchvision).
+"""File readers and dataset classes behind `score_sde.data.datasets` (no downloads, no torchvision).
 
 Images are 8-bit: a pixel k in 0..255 is returned as float32 k / 255, so x lies in [0, 1].
 """

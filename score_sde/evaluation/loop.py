@@ -1,7 +1,7 @@
 """The batch loops of `--mode eval`: which checkpoints to evaluate, resumable sample and
 bits/dim shards, and the sample-quality report.
 
-Every shard is written to disk as soon as it is done (atomic writes, see score_sde.checkpoint)
+Every shard is written to disk as soon as it is done (atomic writes, see score_sde.files.checkpoint)
 and a shard already on disk is reused, so a pre-empted evaluation resumes where it stopped.
 Sample shard i is drawn with its own seed, so a redrawn shard equals the lost one. A shard is
 reused only if it was made with this run's settings (the folder's manifest, see
@@ -15,12 +15,13 @@ import os
 import numpy as np
 import torch
 
-from score_sde import checkpoint as ckpt
-from score_sde import datasets, distributed
+from score_sde.files import checkpoint as ckpt
+from score_sde.data import datasets
+from score_sde.runtime import distributed
 from score_sde.errors import UserError
-from score_sde.progress import progress
-from score_sde.likelihood import bits_per_dim, log_likelihood
-from score_sde.vlb import variational_bound
+from score_sde.runtime.progress import progress
+from score_sde.maths.likelihood import bits_per_dim, log_likelihood
+from score_sde.maths.vlb import variational_bound
 
 
 def eval_checkpoints(config, folder: str) -> list[tuple[int, str]]:
@@ -48,7 +49,7 @@ def eval_samples(config, sample_shard, out_dir: str, shards=None) -> tuple[list[
   redrawn. Returns the files and the mean NFE per shard (of `shards`)."""
   from score_sde.evaluation.export import save_npz
   from score_sde.evaluation.manifest import read_sample_shard
-  from score_sde.generate import write_output
+  from score_sde.app.generate import write_output
   from score_sde.models import data_shape
   n, bs = config.eval.num_samples, config.sampling.batch_size
   shape = data_shape(config)
@@ -151,7 +152,7 @@ def sample_quality(config, workdir: str, files: list[str], flat: bool, cache: di
 
 
 def _vlb_values(config, model, x, flat: bool, gen, terms: list | None) -> np.ndarray:
-  """Per-example bits/dim `[B]` of the discrete-time variational bound (score_sde.vlb) of an
+  """Per-example bits/dim `[B]` of the discrete-time variational bound (score_sde.maths.vlb) of an
   8-bit image batch; appends the batch's per-term bits/dim summed over examples to `terms`."""
   if flat:
     raise UserError("config.eval.bpd_method = 'vlb' needs 8-bit image data (a toy's points are "
@@ -206,7 +207,7 @@ def likelihood_batches(config, model, flat: bool, cache_dir: str = '', generator
   batches), or else from a generator per batch seeded by seed + i, so that a batch recomputed
   after a pre-emption, or on another rank, equals the lost one. `terms` gets {i: VLB terms}."""
   from score_sde.evaluation.manifest import read_values_shard
-  from score_sde.generate import write_output
+  from score_sde.app.generate import write_output
   device = next(model.parameters()).device
   loader = datasets.InfiniteLoader(datasets.load_split(config, config.eval.bpd_dataset),
                                    config.eval.batch_size, seed=config.seed, shuffle=False,

@@ -31,7 +31,7 @@ import zipfile
 
 import numpy as np
 
-from score_sde.atomic import finite_json
+from score_sde.files.atomic import finite_json
 from score_sde.errors import UserError
 
 KINDS = {'samples': re.compile(r'samples_\d+\.npz$'), 'bpd': re.compile(r'bpd_\d+\.npy$'),
@@ -57,7 +57,7 @@ def checkpoint_sha256(path: str) -> str:
 def classifier_sha256(config, workdir: str) -> str | None:
   """SHA-256 of the guidance classifier's checkpoint (as `load_guidance_classifier` finds it),
   or None without classifier guidance."""
-  from score_sde.workdir import latest_checkpoint
+  from score_sde.files.workdir import latest_checkpoint
   if config.sampling.classifier_scale <= 0:
     return None
   path = config.sampling.classifier_checkpoint
@@ -101,7 +101,7 @@ def _data_settings(config, flat: bool) -> dict:
 def sample_settings(config, solver: str, sha256: str, classifier_sha256: str | None,
                     flat: bool) -> dict:
   """Everything that shapes the sample shards of `solver` for this checkpoint."""
-  from score_sde.generate import solver_kwargs
+  from score_sde.app.generate import solver_kwargs
   s = config.sampling
   options = solver_kwargs(config, solver)
   out = {'checkpoint_sha256': sha256, 'solver': solver, 'options': options, 'steps': s.steps,

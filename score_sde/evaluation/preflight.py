@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from score_sde import datasets
+from score_sde.data import datasets
 from score_sde.errors import UserError
 
 
@@ -30,10 +30,10 @@ def check_solver(config, solver: str) -> None:
   """Run `solver` with config.sampling's options on one prior draw with a zero score (an
   optimized grid is replaced by 'logsnr': it is tuned on the network later); a bad option or
   step count is a one-line UserError."""
-  from score_sde.generate import labels_for, solver_kwargs
+  from score_sde.app.generate import labels_for, solver_kwargs
   from score_sde.models import data_shape
   from score_sde.sampling import SOLVERS, sample as run_sampler
-  from score_sde.sdes import get_sde
+  from score_sde.maths.sdes import get_sde
   if solver not in SOLVERS:
     raise UserError(f"unknown solver '{solver}'; choose one of: {', '.join(SOLVERS)}")
   s = config.sampling

@@ -18,7 +18,7 @@ from score_sde.errors import UserError, one_line
 
 def load_config(value: str):
   """Our config for `--config` VALUE (FILE[:ARG], a packaged name, or a score_sde_pytorch file)."""
-  from score_sde.cli import resolve_config
+  from score_sde.app.cli import resolve_config
   from score_sde.interop.ssp_config import is_ssp_config, translate_file
   path, _, arg = resolve_config(value).partition(':')
   if is_ssp_config(path):
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--no-ema', action='store_true', help='export the raw weights, not the EMA')
   args = parser.parse_args(argv)
   try:
-    from score_sde.config_check import validate
+    from score_sde.app.config_check import validate
     from score_sde.models import load_checkpoint
     config = load_config(args.config)
     validate(config)

@@ -18,7 +18,7 @@ import os
 
 import torch
 
-from score_sde.checkpoint import CheckpointError, save_json
+from score_sde.files.checkpoint import CheckpointError, save_json
 from score_sde.errors import UserError, one_line
 from score_sde.interop import diffusers_config as dcfg
 from score_sde.interop import diffusers_map as dmap
@@ -114,7 +114,7 @@ def load_diffusers(path: str, device='cpu', config=None):
   """The `ScoreModel` of diffusers folder `path` (see the module docstring), in eval mode;
   `config`: ours to start from (its sampler settings are kept unless the scheduler sets them)."""
   from score_sde.models import create_model
-  from score_sde.sdes import get_sde
+  from score_sde.maths.sdes import get_sde
   config, fam, unet_dir, state = diffusers_config(path, config)
   model = create_model(config, get_sde(config))
   pairs = dmap.module_pairs(config, fam, config.model.attn_every_up_block)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-from score_sde.checkpoint import CheckpointError
+from score_sde.files.checkpoint import CheckpointError
 
 SQRT2 = math.sqrt(2.)
 DDPM_BLOCKS = ('DownBlock2D', 'AttnDownBlock2D', 'UpBlock2D', 'AttnUpBlock2D')

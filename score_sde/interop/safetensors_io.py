@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from score_sde.checkpoint import CheckpointError
+from score_sde.files.checkpoint import CheckpointError
 from score_sde.errors import UserError, one_line
 
 FORMAT = 'score_sde/safetensors/1'
@@ -40,7 +40,7 @@ def read_tensors(path: str) -> tuple[dict, dict]:
 
 def write_tensors(path: str, tensors: dict, metadata: dict | None = None) -> None:
   """Atomically write `tensors` (CPU, contiguous) with string `metadata` to `path`."""
-  from score_sde.checkpoint import _atomic_write
+  from score_sde.files.checkpoint import _atomic_write
   data = _lib().torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                            metadata={'format': 'pt', **(metadata or {})})
   _atomic_write(path, data)
@@ -93,8 +93,8 @@ def load_safetensors(path: str, config=None, device='cpu'):
   config stored in the file, or `config` (which must agree with the file's SDE, network and
   conventions)."""
   from score_sde.models import check_metadata, create_model
-  from score_sde.sdes import get_sde
-  from score_sde.checkpoint import load_weights
+  from score_sde.maths.sdes import get_sde
+  from score_sde.files.checkpoint import load_weights
   tensors, info = read_meta(path)
   if config is None:
     config = config_from_json(info['config'], path)

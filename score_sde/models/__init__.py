@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from score_sde import checkpoint as _ckpt
+from score_sde.files import checkpoint as _ckpt
 from score_sde.models.ema import ExponentialMovingAverage
 from score_sde.models.mlp import MLP
 from score_sde.models.networks import NETWORKS as _REFERENCE_NETWORKS
@@ -108,7 +108,7 @@ def load_checkpoint(path: str, config=None, device='cpu', use_ema: bool = True, 
   network / conventions differ from `config`, raises a one-line `CheckpointError` (naming the
   keys it was trained with, when it records its config).
   """
-  from score_sde.sdes import get_sde
+  from score_sde.maths.sdes import get_sde
   state = _ckpt.read_checkpoint(path)
   if config is None:
     config = checkpoint_config(state, path)
@@ -125,7 +125,7 @@ def checkpoint_config(state: dict, path: str = 'checkpoint'):
   """The resolved config that checkpoint `state` (read from `path`) records; a one-line
   `CheckpointError` for files without one (score_sde_pytorch's, or ours before configs were
   recorded)."""
-  from score_sde.run_record import CONFIG_KEY, config_from_json
+  from score_sde.files.run_record import CONFIG_KEY, config_from_json
   if not state.get(CONFIG_KEY):
     raise _ckpt.CheckpointError(f'checkpoint {path} records no config (a score_sde_pytorch '
                                 'checkpoint, or an older one): pass the config it was trained with')
@@ -135,7 +135,7 @@ def checkpoint_config(state: dict, path: str = 'checkpoint'):
 def trained_with_hint(state: dict, config, path: str) -> str:
   """' (it was trained with --config.k=v ...)' for the model-defining keys where the config
   recorded in `state` differs from `config` ('' when it records none)."""
-  from score_sde.run_record import CONFIG_KEY, changed_keys, flatten, identity_keys, show_value
+  from score_sde.files.run_record import CONFIG_KEY, changed_keys, flatten, identity_keys, show_value
   if not state.get(CONFIG_KEY):
     return ''
   try:

@@ -18,7 +18,7 @@ import functools
 import torch
 from torch import nn
 
-from score_sde.conventions import output_channels
+from score_sde.maths.conventions import output_channels
 from score_sde.models.layers import (AttnBlock, Downsample, ResnetBlockDDPM, Upsample,
                                      class_embedding, ddpm_conv3x3, dense, get_act, get_sigmas,
                                      get_timestep_embedding)

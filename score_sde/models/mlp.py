@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from score_sde.conventions import output_channels
+from score_sde.maths.conventions import output_channels
 from score_sde.models.embeddings import TimeClassEmbedding
 
 

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from score_sde.conventions import output_channels
+from score_sde.maths.conventions import output_channels
 from score_sde.models import layerspp
 from score_sde.models.layers import class_embedding, dense, get_act, get_sigmas
 from score_sde.models.layers import get_timestep_embedding

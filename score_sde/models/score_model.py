@@ -18,7 +18,7 @@ Time label (what the network is conditioned on):
   - 't':     t itself.
 For a discrete-time model of an SDE with a chain, eps / x0 outputs are scaled by the chain's
 kernel (DDPM's sqrt(1 - abar_i)), as the reference does; otherwise by the continuous sigma(t).
-The formulas themselves live in `score_sde.conventions`.
+The formulas themselves live in `score_sde.maths.conventions`.
 
 Learned variances (`learn_sigma`, Nichol & Dhariwal 2021): the network outputs twice the data
 channels; the first half is the parameterization's output, the second the raw interpolation
@@ -31,9 +31,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from score_sde import conventions
-from score_sde.conventions import PARAMETERIZATIONS, TIME_LABELS
-from score_sde.sdes import SDE
+from score_sde.maths import conventions
+from score_sde.maths.conventions import PARAMETERIZATIONS, TIME_LABELS
+from score_sde.maths.sdes import SDE
 
 
 class ScoreModel(nn.Module):

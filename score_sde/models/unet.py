@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from score_sde.conventions import output_channels
+from score_sde.maths.conventions import output_channels
 from score_sde.models.embeddings import TimeClassEmbedding
 
 

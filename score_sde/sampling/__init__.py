@@ -19,7 +19,7 @@ from score_sde.sampling.common import CountingScore, SampleResult, Step, check_s
 from score_sde.sampling.optimized_grid import GridTuning
 from score_sde.sampling.pc import CORRECTORS, PREDICTORS
 from score_sde.sampling.spec import RegistryView, SolverSpec, register, solver_spec, unregister
-from score_sde.sdes import SDE
+from score_sde.maths.sdes import SDE
 
 register(pc.SPEC)
 register(ode.SPEC)

@@ -10,9 +10,9 @@ from typing import NamedTuple
 
 import torch
 
-from score_sde.conventions import x0_from_score
-from score_sde.sdes import SDE
-from score_sde.utils import full_t
+from score_sde.maths.conventions import x0_from_score
+from score_sde.maths.sdes import SDE
+from score_sde.maths.utils import full_t
 
 
 class Step(NamedTuple):

@@ -39,13 +39,13 @@ import math
 import numpy as np
 import torch
 
-from score_sde import conventions as cv
-from score_sde.chain_posterior import leading_indices, step_posterior
+from score_sde.maths import conventions as cv
+from score_sde.maths.chain_posterior import leading_indices, step_posterior
 from score_sde.sampling.common import Step, Times, check_times
 from score_sde.sampling.spec import SolverSpec
 from score_sde.sampling.thresholding import x0_limit
-from score_sde.sdes import SDE
-from score_sde.utils import full_t, randn_like
+from score_sde.maths.sdes import SDE
+from score_sde.maths.utils import full_t, randn_like
 
 VARIANCES = ('auto', 'small', 'large', 'learned')
 SPACINGS = ('leading', 'trailing', 'linspace')  # diffusers' timestep_spacing

@@ -19,7 +19,7 @@ from score_sde.sampling.common import Step, tweedie_denoise
 from score_sde.sampling.grids import GRIDS, KernelAt, time_grid
 from score_sde.sampling.spec import SolverSpec
 from score_sde.sampling.thresholding import x0_limit
-from score_sde.sdes import SDE
+from score_sde.maths.sdes import SDE
 
 ORDERS = (1, 2, 3)
 

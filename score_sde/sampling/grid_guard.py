@@ -20,11 +20,31 @@ import logging
 import torch
 
 from score_sde.sampling.grids import KernelAt, logsnr_grid, times_of_lambdas
+from score_sde.sampling.ode import ode_integrate, probability_flow_drift
 from score_sde.sampling.spec import REGISTRY
-from score_sde.sdes import SDE
+from score_sde.maths.sdes import SDE
 
 PULLS = (1.0, 0.75, 0.5, 0.25)
 DIRECTIONS = 256
+
+
+_REFERENCES: dict[str, torch.Tensor] = {}  # reference PF-ODE endpoints of pilot / guard draws
+
+
+def reference_endpoints(sde: SDE, score_fn, x_T: torch.Tensor, eps: float, tol: float,
+                        memo_key: str | None = None) -> torch.Tensor:
+  """The PF-ODE endpoints at eps `[P, ...]` of x_T (dopri5 at rtol = atol = tol); kept in
+  memory under `memo_key` (the model's cache key and the draws; None: not kept), so that the
+  grids of several NFE of one model share their pilot and guard solves."""
+  if memo_key is not None and memo_key in _REFERENCES:
+    return _REFERENCES[memo_key]
+  with torch.no_grad():
+    ref = ode_integrate(probability_flow_drift(sde, score_fn), x_T, sde.T, eps, rtol=tol, atol=tol)
+  if memo_key is not None:
+    while len(_REFERENCES) >= 8:
+      _REFERENCES.pop(next(iter(_REFERENCES)))
+    _REFERENCES[memo_key] = ref
+  return ref
 
 
 def sliced_gap(x: torch.Tensor, ref: torch.Tensor, directions: int = DIRECTIONS, seed: int = 0) -> float:
@@ -44,7 +64,6 @@ def guard_grid(sde: SDE, score_fn, solver: str, tuned: list[float], eps: float, 
   the log-SNR grid), 'gap': {a: proxy}}, for the tuned times `tuned` `[K + 1]` of `solver`
   with `options` (those that shape its error), on `tuning.guard` draws of per-sample `shape`;
   memo: the model's key for keeping the guard batch's reference solve in memory (None: not kept)."""
-  from score_sde.sampling.optimized_grid import reference_endpoints
   steps, run = len(tuned) - 1, REGISTRY[solver].fn
   gen = torch.Generator(device=device or 'cpu').manual_seed(tuning.seed + 1)
   x_T = sde.prior_sampling((tuning.guard,) + tuple(shape), gen, device or 'cpu').to(dtype)

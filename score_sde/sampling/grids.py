@@ -15,9 +15,9 @@ import math
 
 import torch
 
-from score_sde.chain_posterior import leading_indices
+from score_sde.maths.chain_posterior import leading_indices
 from score_sde.sampling.common import check_times
-from score_sde.sdes import SDE
+from score_sde.maths.sdes import SDE
 
 GRIDS = ('time_uniform', 'logsnr', 'karras')  # named grids of the exponential integrators
 

@@ -16,8 +16,8 @@ import torch
 from score_sde.sampling.common import Step, tweedie_denoise
 from score_sde.sampling.grids import KernelAt, karras_grid, karras_sigmas
 from score_sde.sampling.spec import SolverSpec
-from score_sde.sdes import SDE
-from score_sde.utils import randn_like
+from score_sde.maths.sdes import SDE
+from score_sde.maths.utils import randn_like
 
 
 class EDMDenoiser:

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import torch
 
-from score_sde.conventions import x0_from_score
+from score_sde.maths.conventions import x0_from_score
 from score_sde.sampling.common import Step, tweedie_denoise
 from score_sde.sampling.grids import GRIDS, KernelAt, time_grid
 from score_sde.sampling.spec import SolverSpec
-from score_sde.sdes import SDE
-from score_sde.utils import full_t
+from score_sde.maths.sdes import SDE
+from score_sde.maths.utils import full_t
 
 ORDERS = (1, 2, 3, 4)
 COEFFICIENTS = ('fixed', 'variable')

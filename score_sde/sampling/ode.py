@@ -11,8 +11,8 @@ import torch
 from score_sde.sampling.common import Step, tweedie_denoise
 from score_sde.sampling.grids import uniform_grid
 from score_sde.sampling.spec import SolverSpec
-from score_sde.sdes import SDE
-from score_sde.utils import full_t
+from score_sde.maths.sdes import SDE
+from score_sde.maths.utils import full_t
 
 FIXED_STEP_METHODS = ('euler', 'midpoint', 'heun2', 'heun3', 'rk4', 'explicit_adams', 'implicit_adams')
 ADAPTIVE_METHODS = ('dopri5', 'dopri8', 'bosh3', 'fehlberg2', 'adaptive_heun', 'tsit5')

@@ -50,11 +50,10 @@ import torch
 
 from score_sde.sampling import grid_cache
 from score_sde.sampling.grid_cache import CACHE_FILE
-from score_sde.sampling.grid_guard import guard_grid
+from score_sde.sampling.grid_guard import guard_grid, reference_endpoints
 from score_sde.sampling.grids import KernelAt, time_grid, times_of_lambdas
-from score_sde.sampling.ode import ode_integrate, probability_flow_drift
 from score_sde.sampling.spec import REGISTRY, RegistryView
-from score_sde.sdes import SDE
+from score_sde.maths.sdes import SDE
 
 TUNABLE = RegistryView(lambda spec: spec.fn, keep=lambda spec: spec.tunable)  # {name: fn}, live
 
@@ -66,7 +65,6 @@ def grid_options(solver: str) -> tuple[str, ...]:
 
 LOSSES = ('log', 'mse', 'balanced')
 _MEMORY: dict[str, list[float]] = {}
-_REFERENCES: dict[str, torch.Tensor] = {}  # reference PF-ODE endpoints of pilot / guard draws
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,22 +212,6 @@ def endpoint_loss(err2: torch.Tensor, loss: str) -> torch.Tensor:
     return err2.mean()
   geometric = err2.clamp_min(1e-30).log().mean()
   return geometric if loss == 'log' else 0.5 * (geometric + err2.mean().clamp_min(1e-30).log())
-
-
-def reference_endpoints(sde: SDE, score_fn, x_T: torch.Tensor, eps: float, tol: float,
-                        memo_key: str | None = None) -> torch.Tensor:
-  """The PF-ODE endpoints at eps `[P, ...]` of x_T (dopri5 at rtol = atol = tol); kept in
-  memory under `memo_key` (the model's cache key and the draws; None: not kept), so that the
-  grids of several NFE of one model share their pilot and guard solves."""
-  if memo_key is not None and memo_key in _REFERENCES:
-    return _REFERENCES[memo_key]
-  with torch.no_grad():
-    ref = ode_integrate(probability_flow_drift(sde, score_fn), x_T, sde.T, eps, rtol=tol, atol=tol)
-  if memo_key is not None:
-    while len(_REFERENCES) >= 8:
-      _REFERENCES.pop(next(iter(_REFERENCES)))
-    _REFERENCES[memo_key] = ref
-  return ref
 
 
 def tune_grid(sde: SDE, score_fn, solver: str, steps: int, eps: float, x_T: torch.Tensor,

@@ -13,8 +13,8 @@ import torch
 from score_sde.sampling.common import LatestX0, Step, check_times
 from score_sde.sampling.grids import uniform_grid
 from score_sde.sampling.spec import SolverSpec
-from score_sde.sdes import SDE
-from score_sde.utils import batch_norm2, bcast, full_t, randn_like
+from score_sde.maths.sdes import SDE
+from score_sde.maths.utils import batch_norm2, bcast, full_t, randn_like
 
 
 class EulerMaruyamaPredictor:

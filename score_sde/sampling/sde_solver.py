@@ -13,8 +13,8 @@ import torch
 from score_sde.sampling.common import LatestX0, Step, tweedie_denoise
 from score_sde.sampling.grids import uniform_grid
 from score_sde.sampling.spec import SolverSpec
-from score_sde.sdes import SDE
-from score_sde.utils import full_t
+from score_sde.maths.sdes import SDE
+from score_sde.maths.utils import full_t
 
 METHODS = ('euler', 'milstein', 'srk')
 

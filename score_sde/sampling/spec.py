@@ -1,6 +1,6 @@
 """`SolverSpec`: everything the library knows about a solver, declared once next to its
 function, and the registry that `SOLVERS`, `solver_options`, `optimized_grid.TUNABLE`, the
-CLI's option plumbing (`score_sde.generate`), `config_check`'s choices and
+CLI's option plumbing (`score_sde.app.generate`), `config_check`'s choices and
 `benchmarks/samplers.py` are derived from.
 
 A solver function is `fn(sde, score_fn, x [B, ...], *, ts, callback, progress, <the common
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from score_sde.sampling.common import Times, check_options, check_times
-from score_sde.sdes import SDE
+from score_sde.maths.sdes import SDE
 
 # sample()'s arguments a solver may take (`SolverSpec.uses`), and those every solver takes
 COMMON = ('steps', 'eps', 'denoise', 'generator')

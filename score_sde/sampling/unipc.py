@@ -23,7 +23,7 @@ from score_sde.sampling.dpm_solver import ORDERS
 from score_sde.sampling.grids import GRIDS, KernelAt, time_grid
 from score_sde.sampling.spec import SolverSpec
 from score_sde.sampling.thresholding import x0_limit
-from score_sde.sdes import SDE
+from score_sde.maths.sdes import SDE
 
 VARIANTS = ('bh1', 'bh2')
 

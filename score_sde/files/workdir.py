@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 
-from score_sde import checkpoint as ckpt
+from score_sde.files import checkpoint as ckpt
 
 TASKS = ('score', 'classifier')
 

@@ -2,10 +2,11 @@
 take objects and never a whole config. (First piece: the training loss.)"""
 from __future__ import annotations
 
-from score_sde.datasets import data_range
-from score_sde.losses import get_loss_fn
-from score_sde.sdes import SDE
-from score_sde.vlb_loss import get_vlb_loss_fn
+from score_sde.data.datasets import data_range
+from score_sde.training.losses import get_loss_fn
+from score_sde.maths.sdes import SDE
+from score_sde.models.classifier import MLPClassifier, NoisyClassifier
+from score_sde.training.vlb_loss import get_vlb_loss_fn
 
 
 def build_loss(config, sde: SDE):
@@ -20,3 +21,12 @@ def build_loss(config, sde: SDE):
                      weighting='likelihood' if tr.likelihood_weighting else 'score',
                      importance_sampling=tr.importance_sampling, reduce_mean=tr.reduce_mean,
                      eps=tr.eps)
+
+
+def build_classifier(config, flat: bool):
+  """The noisy classifier for `config.data` (`score_sde.models.classifier`): an MLP for flat
+  (toy) data, else the conv encoder; sizes from `config.classifier`."""
+  c, d = config.classifier, config.data
+  if flat:
+    return MLPClassifier(d.num_channels, d.num_classes, hidden=c.hidden, depth=c.depth)
+  return NoisyClassifier(d.num_channels, d.num_classes, ch=c.ch, levels=c.levels)

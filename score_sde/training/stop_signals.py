@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from score_sde import distributed
+from score_sde.runtime import distributed
 
 
 class StopSignals:

@@ -6,12 +6,12 @@ import os
 
 import numpy as np
 
-from score_sde import checkpoint as ckpt
-from score_sde import datasets
-from score_sde.generate import (ensure_writable, generate, labels_for, load_eval_model,
+from score_sde.files import checkpoint as ckpt
+from score_sde.data import datasets
+from score_sde.app.generate import (ensure_writable, generate, labels_for, load_eval_model,
                                 load_guidance_classifier, write_output)
 from score_sde.models import is_vector_data
-from score_sde.workdir import ckpt_dir, grid_cache_in
+from score_sde.files.workdir import ckpt_dir, grid_cache_in
 
 
 def bpd_methods(config) -> tuple[str, ...]:
@@ -27,9 +27,9 @@ def likelihood(config, workdir: str, checkpoint: str = '') -> dict:
   `vlb_breakdown` the bound's terms. A non-finite mean is reported as null with a warning (a
   single example's stderr is null too: JSON has no NaN). Batch i's noise is seeded by
   seed + i; under torchrun batch i runs on rank i % world_size and rank 0 writes the report."""
-  from score_sde import distributed
+  from score_sde.runtime import distributed
   from score_sde.evaluation.manifest import checkpoint_sha256
-  from score_sde.runtime import get_device
+  from score_sde.runtime.device import get_device
   ensure_writable(workdir, 'likelihood.json')
   datasets.load_split(config, config.eval.bpd_dataset)  # a missing dataset: before the model
   toy = is_vector_data(config)
@@ -51,7 +51,7 @@ def likelihood(config, workdir: str, checkpoint: str = '') -> dict:
 def _likelihood_over_ranks(config, model, toy: bool, method: str, dist):
   """(values [N] in batch order, VLB terms per batch) of `likelihood`, batches split over the
   ranks; (None, None) off rank 0."""
-  from score_sde import distributed
+  from score_sde.runtime import distributed
   from score_sde.evaluation.loop import likelihood_batches
   terms = {}
   mine = distributed.agree(dist, lambda: likelihood_batches(
@@ -98,9 +98,9 @@ def evaluate(config, workdir: str, solver: str | None = None, checkpoint: str = 
   report, and a killed run resumes on any number of ranks. Rank 0 alone reconciles the folder,
   scores and writes reports (the others wait)."""
   from torch.utils.tensorboard import SummaryWriter
-  from score_sde import distributed
+  from score_sde.runtime import distributed
   from score_sde.evaluation import loop, preflight
-  from score_sde.runtime import get_device
+  from score_sde.runtime.device import get_device
   grid_cache_in(config, workdir)
   e = config.eval
   solver = (solver or e.solver or config.sampling.method).lower()
@@ -131,7 +131,7 @@ def _evaluate_checkpoint(config, workdir: str, out_root: str, solver: str, step:
                          cache: dict, dist=None) -> tuple[str, dict]:
   """One checkpoint of `evaluate`: (folder name, report; {} off rank 0). The report, with the
   folder's manifest, is written before the first shard ('complete': false) and after the last."""
-  from score_sde import distributed
+  from score_sde.runtime import distributed
   from score_sde.data.loader import mix_seed
   from score_sde.evaluation import loop, manifest
   dist = dist or distributed.Dist()

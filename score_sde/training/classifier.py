@@ -1,4 +1,4 @@
-"""Time-dependent noisy classifiers p_phi(y | x_t, t) for classifier guidance
+"""Training and using time-dependent noisy classifiers p_phi(y | x_t, t) for classifier guidance
 (Song et al. 2021, Sec. 5 / App. I.1; Dhariwal & Nichol 2021, Sec. 4).
 
 The classifier sees x_t ~ p_0t(x_t | x_0) = N(alpha(t) x_0, sigma(t)^2 I) with t ~ U(eps, T)
@@ -12,18 +12,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from score_sde.conventions import time_label
-from score_sde.models.embeddings import timestep_embedding
-from score_sde.sdes import SDE
-from score_sde.utils import randn_like
-
-
-TIME_LABEL = 't999'  # the classifier's time conditioning (recorded in its checkpoints)
-
-
-def _time_label(t: torch.Tensor) -> torch.Tensor:
-  """The classifier's time conditioning: score_sde's continuous label 999 t."""
-  return time_label(TIME_LABEL, None, t)
+from score_sde.files.checkpoint import CheckpointError
+from score_sde.maths.sdes import SDE
+from score_sde.maths.utils import randn_like
+from score_sde.models.classifier import TIME_LABEL
 
 
 def classifier_metadata(sde: SDE) -> dict:
@@ -36,7 +28,6 @@ def check_classifier_metadata(meta: dict | None, sde: SDE, where: str) -> None:
   """A one-line CheckpointError when classifier checkpoint metadata `meta` records another SDE
   (name or parameters; N does not matter, t is continuous) or time label than `sde` / this
   code's; a warning only for older files that record no SDE."""
-  from score_sde.checkpoint import CheckpointError
   if not isinstance(meta, dict) or not isinstance(meta.get('sde'), dict):
     logging.warning('%s does not record the SDE it was trained with (an older file): make sure it '
                     'is %s', where, sde.name)
@@ -51,64 +42,6 @@ def check_classifier_metadata(meta: dict | None, sde: SDE, where: str) -> None:
   if meta.get('time_label', TIME_LABEL) != TIME_LABEL:
     raise CheckpointError(f"{where} holds a classifier with time label {meta['time_label']!r}; this "
                           f'code conditions classifiers on {TIME_LABEL!r}')
-
-
-class _ResBlock(nn.Module):
-  """GroupNorm-SiLU-conv x 2 with the time embedding added in between; `[B, C, H, W]`."""
-
-  def __init__(self, ch: int, emb_dim: int):
-    super().__init__()
-    self.norm1, self.conv1 = nn.GroupNorm(min(8, ch), ch), nn.Conv2d(ch, ch, 3, padding=1)
-    self.emb = nn.Linear(emb_dim, ch)
-    self.norm2, self.conv2 = nn.GroupNorm(min(8, ch), ch), nn.Conv2d(ch, ch, 3, padding=1)
-
-  def forward(self, x, emb):
-    h = self.conv1(F.silu(self.norm1(x))) + self.emb(emb)[:, :, None, None]
-    return x + self.conv2(F.silu(self.norm2(h)))
-
-
-class NoisyClassifier(nn.Module):
-  """Conv encoder: stem, residual blocks with time embedding, stride-2 downsampling between
-  levels, global average pool, linear head. `forward(x [B, C, H, W], t [B]) -> logits [B, K]`."""
-
-  def __init__(self, in_channels: int = 3, num_classes: int = 10, ch: int = 32,
-               levels: int = 3, emb_dim: int = 128):
-    super().__init__()
-    self.emb_dim = emb_dim
-    self.time_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-    self.stem = nn.Conv2d(in_channels, ch, 3, padding=1)
-    self.blocks = nn.ModuleList(_ResBlock(ch, emb_dim) for _ in range(levels))
-    self.downs = nn.ModuleList(nn.Conv2d(ch, ch, 3, stride=2, padding=1) for _ in range(levels - 1))
-    self.head = nn.Sequential(nn.GroupNorm(min(8, ch), ch), nn.SiLU())
-    self.out = nn.Linear(ch, num_classes)
-
-  def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    emb = self.time_mlp(timestep_embedding(_time_label(t), self.emb_dim))
-    h = self.stem(x)
-    for i, block in enumerate(self.blocks):
-      h = block(h, emb)
-      if i < len(self.downs):
-        h = self.downs[i](h)
-    return self.out(self.head(h).mean(dim=(2, 3)))
-
-
-class MLPClassifier(nn.Module):
-  """Noisy classifier for flat toy data: `forward(x [B, D], t [B]) -> logits [B, K]`."""
-
-  def __init__(self, dim: int = 2, num_classes: int = 3, hidden: int = 128, depth: int = 3,
-               emb_dim: int = 32):
-    super().__init__()
-    self.emb_dim = emb_dim
-    self.inp = nn.Linear(dim + emb_dim, hidden)
-    self.hidden = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth - 1))
-    self.out = nn.Linear(hidden, num_classes)
-
-  def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    emb = timestep_embedding(_time_label(t), self.emb_dim).to(x)
-    h = F.silu(self.inp(torch.cat([x.reshape(x.shape[0], -1), emb], dim=1)))
-    for layer in self.hidden:
-      h = F.silu(layer(h))
-    return self.out(h)
 
 
 def perturb(sde: SDE, x0: torch.Tensor, t: torch.Tensor, generator=None, z=None) -> torch.Tensor:
@@ -139,7 +72,7 @@ def classifier_loss(classifier: nn.Module, sde: SDE, x0: torch.Tensor, y: torch.
 
 def classifier_log_prob_fn(classifier: nn.Module):
   """`log_prob_fn(x [B, ...], t [B], y [B]) -> [B]` = log p_phi(y | x_t, t), for
-  `score_sde.guidance.classifier_guidance`."""
+  `score_sde.maths.guidance.classifier_guidance`."""
 
   def log_prob_fn(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     log_probs = F.log_softmax(classifier(x, t), dim=-1)
@@ -162,15 +95,5 @@ def accuracy_by_noise_level(classifier: nn.Module, sde: SDE, x0: torch.Tensor, y
   return torch.stack(acc)
 
 
-def create_classifier(config, flat: bool) -> nn.Module:
-  """The noisy classifier for `config.data`: an MLP for flat (toy) data, else the conv encoder;
-  sizes from `config.classifier`."""
-  c, d = config.classifier, config.data
-  if flat:
-    return MLPClassifier(d.num_channels, d.num_classes, hidden=c.hidden, depth=c.depth)
-  return NoisyClassifier(d.num_channels, d.num_classes, ch=c.ch, levels=c.levels)
-
-
-__all__ = ['NoisyClassifier', 'MLPClassifier', 'classifier_loss', 'classifier_log_prob_fn',
-           'accuracy_by_noise_level', 'perturb', 'create_classifier', 'classifier_metadata',
-           'check_classifier_metadata', 'TIME_LABEL']
+__all__ = ['classifier_loss', 'classifier_log_prob_fn', 'accuracy_by_noise_level', 'perturb',
+           'classifier_metadata', 'check_classifier_metadata']

@@ -10,7 +10,7 @@ name). Images go in and out as uint8 `[B, C, H, W]` (floats in [0, 1] are taken 
 toys as float vectors `[B, D]` in data units. Latents (Song et al. 2021, Sec. 4.3): `encode`
 maps data to x_T through the probability-flow ODE (deterministic, invertible), `decode` maps
 back, `interpolate` decodes the spherical interpolation of two latents, and `sample(...,
-temperature=)` scales the prior draw. Everything runs through score_sde.generate and the
+temperature=)` scales the prior draw. Everything runs through score_sde.app.generate and the
 samplers / likelihood of the command-line modes.
 """
 from __future__ import annotations
@@ -20,12 +20,13 @@ import os
 
 import torch
 
-from score_sde import checkpoint as ckpt
-from score_sde import datasets, visualize
+from score_sde.files import checkpoint as ckpt
+from score_sde.data import datasets
+from score_sde.files import visualize
 from score_sde.errors import ConfigError, UserError
-from score_sde.generate import generate, guided_score_fn, load_eval_model, load_guidance_classifier
+from score_sde.app.generate import generate, guided_score_fn, load_eval_model, load_guidance_classifier
 from score_sde.models import data_shape
-from score_sde.workdir import ckpt_dir, latest_checkpoint
+from score_sde.files.workdir import ckpt_dir, latest_checkpoint
 
 
 def load(path: str, config=None, device: str | None = None) -> 'Pipeline':
@@ -42,7 +43,7 @@ def load(path: str, config=None, device: str | None = None) -> 'Pipeline':
     config = config_from_file(config)
   else:
     config = config.copy_and_resolve_references()
-  from score_sde import config_check
+  from score_sde.app import config_check
   config_check.validate(config)
   if device is not None:
     config.runtime.device = str(device)
@@ -81,7 +82,7 @@ def _recorded_config(checkpoint: str):
 def config_from_file(spec: str):
   """The config of `FILE.py[:ARG]` or of a packaged config `NAME[:ARG]` (`get_config(ARG)`)."""
   import importlib.util
-  from score_sde.cli import resolve_config
+  from score_sde.app.cli import resolve_config
   file, sep, arg = resolve_config(spec).partition(':')
   try:
     module_spec = importlib.util.spec_from_file_location('_score_sde_user_config', file)
@@ -128,7 +129,7 @@ class Pipeline:
     labels = self._labels(label, num_samples)
     bar = None
     if progress:
-      from score_sde.progress import progress as progress_bar
+      from score_sde.runtime.progress import progress as progress_bar
       bar = lambda it: progress_bar(it, desc=f'sample ({solver or cfg.sampling.method})', leave=False)
     x, _ = generate(cfg, self.model, int(num_samples), solver, progress=bar, classifier=classifier,
                     seed=seed, labels=labels, temperature=float(temperature))
@@ -137,7 +138,7 @@ class Pipeline:
   def save_grid(self, images, path: str, nrow: int | None = None) -> str:
     """Write images (uint8 or [0, 1] floats `[B, C, H, W]`) as a PNG grid of `nrow` columns,
     or toy vectors `[B, 2]` as a density picture; returns `path`."""
-    from score_sde.generate import write_output
+    from score_sde.app.generate import write_output
     x = self._input(images)
     write_output(path, lambda p: visualize.save_samples_png(x, p, nrow=nrow))
     return path
@@ -220,7 +221,7 @@ class Pipeline:
                        ('classifier_scale', classifier_scale)):
       if value is not None:
         c.sampling[key] = value
-    from score_sde import config_check
+    from score_sde.app import config_check
     config_check.validate(c)
     return c
 

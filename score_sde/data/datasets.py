@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from score_sde import toy_data
+from score_sde.data import toy_data
 from score_sde.data.loader import InfiniteLoader
 from score_sde.data.readers import (IMAGE_EXTENSIONS, ImageFolderDataset, InMemoryDataset,
                                     convert_channels, file_identities, folder_labels, list_images,

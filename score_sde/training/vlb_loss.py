@@ -16,12 +16,12 @@ import math
 
 import torch
 
-from score_sde import conventions as cv
-from score_sde.chain_posterior import ChainTable
-from score_sde.losses import LossOutput, draw_noise, uniform_index
-from score_sde.sdes import SDE
-from score_sde.utils import bcast, noisy
-from score_sde.vlb import step_nats
+from score_sde.maths import conventions as cv
+from score_sde.maths.chain_posterior import ChainTable
+from score_sde.training.losses import LossOutput, draw_noise, uniform_index
+from score_sde.maths.sdes import SDE
+from score_sde.maths.utils import bcast, noisy
+from score_sde.maths.vlb import step_nats
 
 VLB_LOSSES = ('hybrid', 'vlb')
 
@@ -75,7 +75,7 @@ def get_vlb_loss_fn(sde: SDE, kind: str, *, learn_sigma: bool, vlb_weight: float
   """`loss_fn(model, x0, y=None, generator=None, noise=None) -> LossOutput` for `kind` in
   VLB_LOSSES. `model(x, t, y, with_variance=True) -> (score, v)` (a `ScoreModel`, possibly in
   DDP) when `learn_sigma`, else `model(x, t[, y]) -> score` with the fixed 'small' variance.
-  `noise = (u [B], z [B, ...])` as in `score_sde.losses`; the output's `.t_index` and
+  `noise = (u [B], z [B, ...])` as in `score_sde.training.losses`; the output's `.t_index` and
   `.vlb_terms` (`[B]`, bits) feed `loss_fn.resampler.update` ('vlb' only; None for 'hybrid')."""
   if kind not in VLB_LOSSES:
     raise ValueError(f"unknown VLB loss '{kind}'; choose one of: {', '.join(VLB_LOSSES)}")

@@ -2,7 +2,7 @@
 the same as `python -m score_sde ...` and, in a checkout, `python main.py ...`. Several GPUs:
 the same under torchrun.
 
-Only parses flags and dispatches to score_sde.run_lib. Errors in the user's input (`UserError`,
+Only parses flags and dispatches to score_sde.app.run_lib. Errors in the user's input (`UserError`,
 including a bad config file, an unknown config key or an out-of-range value) are printed as
 one line with a non-zero exit status; any other exception is a bug and keeps its traceback.
 `--help` is written here without importing torch (a fraction of a second).
@@ -74,13 +74,13 @@ flags.mark_flags_as_required(['config'])
 
 
 def _lib():
-  """score_sde.run_lib, imported when a mode runs (it pulls in torch; --help does not)."""
-  return importlib.import_module('score_sde.run_lib')
+  """score_sde.app.run_lib, imported when a mode runs (it pulls in torch; --help does not)."""
+  return importlib.import_module('score_sde.app.run_lib')
 
 
 def _print_config(cfg, wd) -> None:
   del wd  # --mode config needs no workdir
-  from score_sde import config_doc
+  from score_sde.app import config_doc
   from score_sde.configs.default import get_default_config
   name = FLAGS['config'].config_filename
   print(config_doc.describe(cfg, get_default_config(), title=f'{name} with the --config.* flags '
@@ -141,7 +141,7 @@ def _with_config_resolved(argv: list[str]) -> tuple[list[str], str | None]:
 
 def parse_flags(argv):
   """absl flag parsing with the config file's and the overrides' problems as ConfigErrors."""
-  from score_sde.config_check import check_override_keys
+  from score_sde.app.config_check import check_override_keys
   from score_sde.configs.default import get_default_config
   from score_sde.interop import pretrained, ssp_config
   argv, path = _with_config_resolved(pretrained.with_default_config(argv))
@@ -195,7 +195,7 @@ def main(argv):
     pretrained.configure_flags(FLAGS, mode)
   _lib().check_config(FLAGS.config)
   if mode != 'config':
-    from score_sde.runtime import configure_threads
+    from score_sde.runtime.device import configure_threads
     configure_threads(FLAGS.config)
   MODES[mode](FLAGS.config, FLAGS.workdir)
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import torch
 
-from score_sde.atomic import atomic_file
+from score_sde.files.atomic import atomic_file
 
 
 def image_grid(x: torch.Tensor, nrow: int | None = None, padding: int = 2,

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from score_sde.sdes import SDE
+from score_sde.maths.sdes import SDE
 
 
 def kernel(sde: SDE, t: torch.Tensor):

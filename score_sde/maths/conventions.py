@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from score_sde.utils import bcast
+from score_sde.maths.utils import bcast
 
 PARAMETERIZATIONS = ('eps', 'score', 'x0')
 TIME_LABELS = ('t999', 'sigma', 'index', 't')
@@ -131,7 +131,7 @@ def learned_log_variance(v: torch.Tensor, log_beta, log_beta_tilde) -> torch.Ten
 def variance_fn(score_fn):
   """`score_and_variance(x, t) -> (score, v)` of a score function that has a learned variance
   (a `ScoreModel` with `learn_sigma`, or any callable exposing that attribute), else None.
-  The guidance wrappers (`score_sde.guidance`) and `score_sde.graphed.GraphedScore` keep it."""
+  The guidance wrappers (`score_sde.maths.guidance`) and `score_sde.sampling.graphed.GraphedScore` keep it."""
   return getattr(score_fn, 'score_and_variance', None)
 
 

@@ -11,7 +11,7 @@ value, in a canonical order), verified on every load, so a damaged file is refus
 alone. The SHA-256 of the file's bytes is also written beside it (`<name>.sha256`) and
 verified when present.
 
-Temporary files are made by score_sde.atomic (O_EXCL | O_NOFOLLOW, unpredictable names: a
+Temporary files are made by score_sde.files.atomic (O_EXCL | O_NOFOLLOW, unpredictable names: a
 link planted in the folder is never written through). The newest checkpoint of a folder is the
 one with the largest step stored inside it, not in its name (`list_checkpoints`).
 """
@@ -29,7 +29,7 @@ import warnings
 
 import torch
 
-from score_sde.atomic import TMP_MARK, atomic_file, finite_json, remove_partial_writes  # noqa: F401
+from score_sde.files.atomic import TMP_MARK, atomic_file, finite_json, remove_partial_writes  # noqa: F401
 from score_sde.errors import UserError
 
 FORMAT = 'score_sde/1'

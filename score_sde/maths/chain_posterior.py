@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from score_sde import conventions as cv
-from score_sde.sdes import SDE
-from score_sde.utils import bcast, cached_to
+from score_sde.maths import conventions as cv
+from score_sde.maths.sdes import SDE
+from score_sde.maths.utils import bcast, cached_to
 
 
 def step_posterior(alpha_t, sigma_t, alpha_s, sigma_s):

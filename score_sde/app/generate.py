@@ -8,15 +8,15 @@ import os
 
 import torch
 
-from score_sde import checkpoint as ckpt
-from score_sde.atomic import probe_writable
-from score_sde import datasets
+from score_sde.files import checkpoint as ckpt
+from score_sde.files.atomic import probe_writable
+from score_sde.data import datasets
 from score_sde.errors import ConfigError, UserError
-from score_sde.graphed import GraphedScore
+from score_sde.sampling.graphed import GraphedScore
 from score_sde.models import data_shape, is_vector_data, load_checkpoint
 from score_sde.sampling import SOLVERS, resolve_times, sample as run_sampler, solver_spec
-from score_sde.runtime import autocast, get_device
-from score_sde.workdir import ckpt_dir, latest_checkpoint
+from score_sde.runtime.device import autocast, get_device
+from score_sde.files.workdir import ckpt_dir, latest_checkpoint
 
 
 def ensure_writable(folder: str, what: str) -> str:
@@ -62,7 +62,7 @@ def load_eval_model(config, workdir: str, checkpoint: str = ''):
     raise UserError(str(e)) from None
   bad = ckpt.first_non_finite(model.state_dict())
   if bad is not None:  # it would only sample NaN
-    from score_sde.workdir import last_good_checkpoint
+    from score_sde.files.workdir import last_good_checkpoint
     good = last_good_checkpoint(workdir)
     other = f'; last good checkpoint: {good} (pass it with --checkpoint)' if good else ''
     raise ckpt.CheckpointError(f"checkpoint {checkpoint} has non-finite EMA weights ('{bad}'), "
@@ -134,8 +134,8 @@ def guided_score_fn(config, model, y, classifier=None):
   models) and the noisy classifier's guidance added (`classifier`)."""
   if y is None:
     return model
-  from score_sde.classifier import classifier_log_prob_fn
-  from score_sde.guidance import bind, classifier_free, classifier_guidance
+  from score_sde.training.classifier import classifier_log_prob_fn
+  from score_sde.maths.guidance import bind, classifier_free, classifier_guidance
   score = model
   if config.model.class_conditional:
     score = bind(classifier_free(model, config.sampling.guidance_scale,
@@ -151,9 +151,10 @@ def load_guidance_classifier(config, workdir: str, device):
   config.sampling.classifier_scale is 0; from sampling.classifier_checkpoint or the newest in
   <workdir>/classifier/checkpoints. A classifier trained with another SDE (recorded in its
   checkpoint) is a one-line UserError; an older file without the record, a warning."""
-  from score_sde.classifier import check_classifier_metadata, create_classifier
+  from score_sde.app.build import build_classifier
+  from score_sde.training.classifier import check_classifier_metadata
   from score_sde.models import load_state
-  from score_sde.sdes import get_sde
+  from score_sde.maths.sdes import get_sde
   if config.sampling.classifier_scale <= 0:
     return None
   path = config.sampling.classifier_checkpoint
@@ -163,7 +164,7 @@ def load_guidance_classifier(config, workdir: str, device):
       raise UserError(f"classifier guidance needs a classifier: none in {ckpt_dir(workdir, 'classifier')}; "
                       'train one with --mode train_classifier or set config.sampling.classifier_checkpoint')
     path = found[1]
-  net = create_classifier(config, is_vector_data(config))
+  net = build_classifier(config, is_vector_data(config))
   try:
     state = ckpt.read_checkpoint(path)
     check_classifier_metadata(state.get('meta'), get_sde(config), f'classifier checkpoint {path}')
@@ -241,7 +242,7 @@ def compiled(config, model):
 
 
 def _graphed(config, score_fn, classifier=None):
-  """`score_fn` replayed from CUDA graphs when config.runtime.cuda_graphs (score_sde.graphed);
+  """`score_fn` replayed from CUDA graphs when config.runtime.cuda_graphs (score_sde.sampling.graphed);
   classifier guidance, which differentiates the classifier, stays eager."""
   return GraphedScore(score_fn) if config.runtime.cuda_graphs and classifier is None else score_fn
 

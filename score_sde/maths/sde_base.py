@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from score_sde.utils import bcast, cached_to, noisy
+from score_sde.maths.utils import bcast, cached_to, noisy
 
 
 class SDE(abc.ABC):

@@ -43,12 +43,12 @@ INF_ALLOWED = ('sampling.s_tmax',)  # keys where an infinite float means "no bou
 
 def rules() -> dict:
   """`{'section.key': (check, description)}` for every validated key."""
-  from score_sde.conventions import PARAMETERIZATIONS, TIME_LABELS
-  from score_sde.datasets import DATASETS
+  from score_sde.maths.conventions import PARAMETERIZATIONS, TIME_LABELS
+  from score_sde.data.datasets import DATASETS
   from score_sde.models import NETWORKS
-  from score_sde.optim import OPTIMIZERS
+  from score_sde.training.optim import OPTIMIZERS
   from score_sde.sampling import SOLVERS
-  from score_sde.sdes import SDES
+  from score_sde.maths.sdes import SDES
   return {
       'training.sde': _choice(SDES), 'training.batch_size': POSITIVE_INT,
       'training.n_iters': NON_NEGATIVE_INT, 'training.snapshot_freq': POSITIVE_INT,
@@ -117,7 +117,7 @@ def _solver_choices() -> dict:
   """`{'sampling.<key>': rule}` of every solver option with a choice of values, from the
   solvers' `SolverSpec.choices` (keys as `generate.config_key`; options shared by several
   solvers, such as order, allow the values of all)."""
-  from score_sde.generate import config_key
+  from score_sde.app.generate import config_key
   from score_sde.sampling.spec import REGISTRY
   allowed = {}
   for spec in REGISTRY.values():

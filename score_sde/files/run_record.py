@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 
-from score_sde import checkpoint as ckpt
+from score_sde.files import checkpoint as ckpt
 
 CONFIG_KEY = 'config'  # the checkpoint entry holding the resolved config as a JSON string
 

@@ -23,19 +23,21 @@ import os
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from score_sde import checkpoint as ckpt
-from score_sde import datasets, distributed, optim
-from score_sde.build import build_loss
-from score_sde.classifier import (check_classifier_metadata, classifier_loss, classifier_metadata,
-                                  create_classifier)
+from score_sde.files import checkpoint as ckpt
+from score_sde.data import datasets
+from score_sde.runtime import distributed
+from score_sde.training import optim
+from score_sde.app.build import build_classifier, build_loss
+from score_sde.training.classifier import (check_classifier_metadata, classifier_loss, classifier_metadata)
+
 from score_sde.data.loader import mix_seed
 from score_sde.errors import TrainingError, UserError
 from score_sde.models import (ExponentialMovingAverage, check_metadata, checkpoint_metadata,
                               create_model, data_shape, is_vector_data, trained_with_hint)
-from score_sde.run_record import CONFIG_KEY, check_resume, config_to_json
-from score_sde.runtime import autocast, get_device
-from score_sde.sdes import get_sde
-from score_sde.workdir import ckpt_dir, last_good_checkpoint, latest_checkpoint
+from score_sde.files.run_record import CONFIG_KEY, check_resume, config_to_json
+from score_sde.runtime.device import autocast, get_device
+from score_sde.maths.sdes import get_sde
+from score_sde.files.workdir import ckpt_dir, last_good_checkpoint, latest_checkpoint
 
 
 def _load_train_data(config):
@@ -60,7 +62,7 @@ class Trainer:
     self.sde = get_sde(config)
     try:
       if task == 'classifier':
-        self.model = create_classifier(config, is_vector_data(config)).to(self.device)
+        self.model = build_classifier(config, is_vector_data(config)).to(self.device)
       else:
         self.model = create_model(config, self.sde).to(self.device)
         self.loss_fn = build_loss(config, self.sde)

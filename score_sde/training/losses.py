@@ -19,8 +19,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from score_sde.sdes import SDE
-from score_sde.utils import bcast, cached_to, noisy, randn_like
+from score_sde.maths.sdes import SDE
+from score_sde.maths.utils import bcast, cached_to, noisy, randn_like
 
 WEIGHTINGS = ('score', 'likelihood')
 
@@ -28,7 +28,7 @@ WEIGHTINGS = ('score', 'likelihood')
 @dataclasses.dataclass
 class LossOutput:
   """loss: scalar mean over the batch; per_sample: `[B]`; t: the `[B]` times used; for the
-  VLB losses (score_sde.vlb_loss) also the chain positions t_index and the L_t values (bits)
+  VLB losses (score_sde.training.vlb_loss) also the chain positions t_index and the L_t values (bits)
   vlb_terms `[B]` that update the importance sampler."""
   loss: torch.Tensor
   per_sample: torch.Tensor
@@ -85,7 +85,7 @@ def get_loss_fn(sde: SDE, *, continuous: bool = True, weighting: str = 'score',
 
   The randomness (u `[B]` ~ U(0, 1), mapped to t, and z shaped like x0) comes from `generator`,
   or is passed as `noise=(u, z)` so that a distributed run can give each sample the noise of its
-  position in the global batch (see score_sde.trainer).
+  position in the global batch (see score_sde.training.trainer).
 
   Args:
     sde: the forward SDE.

@@ -35,12 +35,12 @@ import math
 
 import torch
 
-from score_sde.conventions import score_from_x0
+from score_sde.maths.conventions import score_from_x0
 from score_sde.sampling import sample
 from score_sde.sampling.common import check_steps_and_shape
 from score_sde.sampling.pc import build_pc
-from score_sde.sdes import SDE
-from score_sde.utils import bcast, full_t, randn_like
+from score_sde.maths.sdes import SDE
+from score_sde.maths.utils import bcast, full_t, randn_like
 
 COLOR_MATRIX = torch.tensor([
     [1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(3)],

@@ -1,5 +1,5 @@
 """The entry point of every command-line mode: the training loop here, the sampling modes in
-score_sde.sample_modes and the evaluation modes in score_sde.eval_modes (re-exported below).
+score_sde.app.sample_modes and the evaluation modes in score_sde.app.eval_modes (re-exported below).
 Orchestration only: the maths is in score_sde/.
 
 Work directory layout:
@@ -23,13 +23,15 @@ import sys
 import numpy as np
 import torch
 
-from score_sde import config_check, datasets, visualize
+from score_sde.app import config_check
+from score_sde.data import datasets
+from score_sde.files import visualize
 from score_sde.errors import Interrupted, TrainingError, UserError  # noqa: F401 (re-exported)
-from score_sde.generate import ensure_writable, generate
-from score_sde.progress import progress
-from score_sde.stop_signals import StopAgreement, StopSignals
-from score_sde.trainer import Trainer
-from score_sde.workdir import ckpt_dir
+from score_sde.app.generate import ensure_writable, generate
+from score_sde.runtime.progress import progress
+from score_sde.training.stop_signals import StopAgreement, StopSignals
+from score_sde.training.trainer import Trainer
+from score_sde.files.workdir import ckpt_dir
 
 
 
@@ -45,8 +47,8 @@ def train(config, workdir: str, task: str = 'score') -> dict:
   <workdir>/classifier/, with its accuracy per noise level in TensorBoard.
 
   SIGTERM / SIGINT save a checkpoint at the current step and raise `Interrupted`. One training
-  per workdir: it holds <workdir>/train.lock until it returns or raises (score_sde.run_lock)."""
-  from score_sde import run_lock
+  per workdir: it holds <workdir>/train.lock until it returns or raises (score_sde.files.run_lock)."""
+  from score_sde.files import run_lock
   ensure_writable(ckpt_dir(workdir, task), 'checkpoints')
   with run_lock.hold(workdir, task):
     return _train(config, workdir, task)
@@ -54,9 +56,9 @@ def train(config, workdir: str, task: str = 'score') -> dict:
 
 def _train(config, workdir: str, task: str) -> dict:
   """`train` while holding the workdir's lock; rank 0 appends every log line to <folder>/log.txt
-  and writes config.json and run.json there once resuming succeeded (score_sde.run_record;
+  and writes config.json and run.json there once resuming succeeded (score_sde.files.run_record;
   <folder> is the workdir, or <workdir>/classifier)."""
-  from score_sde import run_record
+  from score_sde.files import run_record
   folder = os.path.dirname(ckpt_dir(workdir, task))
   rank0 = os.environ.get('RANK', '0').strip() in ('', '0')
   with run_record.log_file(folder) if rank0 else contextlib.nullcontext():
@@ -66,7 +68,7 @@ def _train(config, workdir: str, task: str) -> dict:
 def _train_logged(config, workdir: str, task: str, folder: str) -> dict:
   """`_train` with its log file open: restore, write the run records, then the loop."""
   from torch.utils.tensorboard import SummaryWriter
-  from score_sde import run_record
+  from score_sde.files import run_record
   trainer = Trainer(config, workdir, task)
   try:
     trainer.restore()
@@ -134,7 +136,7 @@ def _after_step(config, trainer: Trainer, writer, metrics: dict, bar) -> None:
 def _classifier_accuracy(config, trainer: Trainer, writer, bins: int = 5) -> None:
   """The classifier's test accuracy on x_t in `bins` equal ranges of t, as TensorBoard scalars
   accuracy/t_<lo>-<hi> (EMA weights, restored afterwards)."""
-  from score_sde.classifier import accuracy_by_noise_level
+  from score_sde.training.classifier import accuracy_by_noise_level
   test = datasets.load_split(config, 'test')
   loader = datasets.InfiniteLoader(test, min(config.eval.batch_size, len(test)), seed=config.seed,
                                    shuffle=False, drop_last=False, device=trainer.device)
@@ -171,5 +173,5 @@ def _snapshot_samples(config, trainer: Trainer) -> np.ndarray:
 
 
 # The other modes live in their own modules; run_lib is the one entry point of the CLI.
-from score_sde.eval_modes import bpd_methods, evaluate, likelihood  # noqa: E402,F401
-from score_sde.sample_modes import inverse_problem, interpolate, sample  # noqa: E402,F401
+from score_sde.app.eval_modes import bpd_methods, evaluate, likelihood  # noqa: E402,F401
+from score_sde.app.sample_modes import inverse_problem, interpolate, sample  # noqa: E402,F401

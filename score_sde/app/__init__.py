@@ -1,0 +1,1 @@
+"""The application layer: the build layer (config -> objects), config validation and documentation, the command line, the mode orchestration and the `Pipeline` API. Only modules here (and interop, which translates foreign configs) take a whole config."""

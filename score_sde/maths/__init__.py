@@ -1,0 +1,1 @@
+"""The mathematics: forward SDEs and their discrete chains, the network-output conventions, closed-form Gaussian answers, the probability-flow likelihood, the variational bound, guidance and inverse problems."""
