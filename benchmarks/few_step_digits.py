@@ -53,8 +53,8 @@ def methods(moments):
 
 def data_moments(config):
   """Per-pixel mean and variance `[1, 8, 8]` of the training digits in model space ([-1, 1])."""
-  ds = datasets.load_split(config, 'train')
-  x = datasets.get_data_scaler(config)(ds.data.float() / 255.0)
+  ds = datasets.load_split(config.data, 'train')
+  x = datasets.get_data_scaler(config.data)(ds.data.float() / 255.0)
   return x.mean(0), x.var(0)
 
 

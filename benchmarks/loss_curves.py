@@ -29,12 +29,12 @@ from benchmarks.common import TRAIN_VARIANTS, apply_train_variant, load_config  
 
 def curve(args, variant: str):
   """(per-step losses [steps], flat EMA weights, seconds) of one variant."""
-  from score_sde.training.trainer import Trainer
+  from score_sde.app.build_train import build_trainer
   config = load_config(args.config)
   apply_train_variant(config, variant)
   config.runtime.device, config.data.num_workers = args.device, 0
   with tempfile.TemporaryDirectory() as wd:
-    trainer = Trainer(config, wd)
+    trainer = build_trainer(config, wd)
     t0 = time.perf_counter()
     losses = torch.stack([trainer.train_step()['loss'].detach().float() for _ in range(args.steps)])
     trainer.check_finite()

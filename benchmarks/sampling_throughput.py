@@ -68,13 +68,14 @@ def parse_args(argv=None):
 
 def build_model(args, device):
   """(model, image shape) for the config: the ScoreModel, eval mode, on `device`."""
-  from score_sde.models import create_model, load_checkpoint
-  from score_sde.maths.sdes import get_sde
+  from score_sde.app.build import create_model
+  from score_sde.app.loading import load_checkpoint
+  from score_sde.app.build import build_sde
   config = load_config(args.config)
   if args.quick:
     config.model.nf, config.model.ch_mult, config.model.num_res_blocks = 32, (1, 2), 1
     config.model.attn_resolutions, config.data.image_size = (8,), 16
-  sde = get_sde(config)
+  sde = build_sde(config)
   model = load_checkpoint(args.checkpoint, config, device=device, sde=sde) if args.checkpoint \
       else create_model(config, sde)
   model = model.to(device).eval()

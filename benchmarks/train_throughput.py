@@ -62,11 +62,11 @@ def sync(device: str) -> None:
 
 def measure(name: str, variant: str, args) -> dict:
   """steps/s and peak memory (GiB; CUDA only) of `args.steps` training steps."""
-  from score_sde.training.trainer import Trainer
+  from score_sde.app.build_train import build_trainer
   config = configure(name, variant, args)
   with tempfile.TemporaryDirectory() as wd, \
        mock.patch('score_sde.training.trainer._load_train_data', lambda c: random_data(c)):
-    trainer = Trainer(config, wd)
+    trainer = build_trainer(config, wd)
     try:
       for _ in range(args.warmup):
         trainer.train_step()

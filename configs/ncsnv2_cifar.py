@@ -1,6 +1,9 @@
 """NCSNv2 (Song & Ermon 2020) on CIFAR-10: discrete VE (SMLD) with 232 geometric noise levels
 from 50 to 0.01, annealed Langevin dynamics (5 steps per level, snr 0.176)
-(score_sde_pytorch `configs/ve/ncsnv2/cifar10.py`)."""
+(score_sde_pytorch `configs/ve/ncsnv2/cifar10.py`).
+
+The noise range (default.py's sigma_min 0.01, sigma_max 50), batch 128, 1.3M iterations, the
+summed loss and Adam's beta1 and eps are default.py's."""
 from score_sde.configs.default import get_default_config
 
 
@@ -9,12 +12,8 @@ def get_config():
   training = config.training
   training.sde = 'vesde'
   training.continuous = False
-  training.reduce_mean = False
-  training.batch_size = 128
-  training.n_iters = 1300001
 
   sampling = config.sampling
-  sampling.method = 'pc'
   sampling.predictor = 'none'
   sampling.corrector = 'ald'
   sampling.n_steps_each = 5
@@ -26,25 +25,17 @@ def get_config():
   data.num_channels = 3
   data.random_flip = True
   data.centered = False
-  data.uniform_dequantization = False
 
   model = config.model
   model.name = 'ncsnv2_64'
-  model.sigma_min = 0.01
-  model.sigma_max = 50.
   model.num_scales = 232
   model.scale_by_sigma = True
   model.ema_rate = 0.999
   model.normalization = 'InstanceNorm++'
   model.nonlinearity = 'elu'
-  model.nf = 128
 
   optim = config.optim  # NCSNv2: Adam 1e-4, no warm-up, no clipping
-  optim.optimizer = 'Adam'
   optim.lr = 1e-4
-  optim.beta1 = 0.9
-  optim.eps = 1e-8
-  optim.weight_decay = 0.
   optim.warmup = 0
   optim.grad_clip = -1.
   return config

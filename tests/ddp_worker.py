@@ -13,7 +13,7 @@ sys.path.insert(0, ROOT)
 torch.set_num_threads(1)
 
 from configs.toy_gmm import get_config  # noqa: E402
-from score_sde.training.trainer import Trainer  # noqa: E402
+from score_sde.app.build_train import build_trainer  # noqa: E402
 
 
 def main(out_dir: str, steps: int, grad_accum: int) -> None:
@@ -27,7 +27,7 @@ def main(out_dir: str, steps: int, grad_accum: int) -> None:
   config.optim.warmup = 0
   config.optim.lr = 1e-3
   config.runtime.device = 'cpu'
-  trainer = Trainer(config, os.path.join(out_dir, 'workdir'))
+  trainer = build_trainer(config, os.path.join(out_dir, 'workdir'))
   init = [p.detach().clone() for p in trainer.params]
   losses = [float(trainer.train_step()['loss']) for _ in range(steps)]
   state = {'params': [p.detach().clone() for p in trainer.params],

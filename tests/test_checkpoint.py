@@ -6,15 +6,17 @@ import torch
 
 from configs.toy import get_config
 from score_sde.files import checkpoint as ckpt
-from score_sde.models import ExponentialMovingAverage, create_model, load_checkpoint
-from score_sde.sdes import get_sde
+from score_sde.models import ExponentialMovingAverage
+from score_sde.app.build import create_model
+from score_sde.app.loading import load_checkpoint
+from score_sde.app.build import build_sde
 
 
 def _model():
   config = get_config()
   config.model.hidden, config.model.depth = 16, 1
   torch.manual_seed(0)
-  return config, create_model(config, get_sde(config))
+  return config, create_model(config, build_sde(config))
 
 
 def test_round_trip_ours_with_ema(tmp_path):

@@ -84,10 +84,10 @@ def _write_folder(root, rng, sizes=((40, 30), (17, 23), (31, 31), (50, 12), (9, 
 
 def test_unknown_dataset_lists_choices_and_lookup_is_case_insensitive():
   with pytest.raises(ValueError, match="unknown dataset 'nope'; choose one of: .*digits"):
-    get_dataset(_config(dataset='nope'), 'train')
-  assert len(get_dataset(_config(dataset='DiGiTs'), 'test')) == 297
+    get_dataset(_config(dataset='nope').data, 'train')
+  assert len(get_dataset(_config(dataset='DiGiTs').data, 'test')) == 297
   with pytest.raises(ValueError, match='split'):
-    get_dataset(_config(), 'valid')
+    get_dataset(_config().data, 'valid')
   for name in ('digits', 'checkerboard', 'moons', 'gmm', 'swissroll', 'cifar10', 'mnist',
                'image_folder', 'celeba', 'ffhq', 'lsun', 'celebahq'):
     assert name in DATASETS
@@ -98,7 +98,7 @@ def test_unknown_dataset_lists_choices_and_lookup_is_case_insensitive():
 
 def test_digits_split_values_and_labels():
   from sklearn.datasets import load_digits
-  train, test = (get_dataset(_config(), s) for s in ('train', 'test'))
+  train, test = (get_dataset(_config().data, s) for s in ('train', 'test'))
   assert (len(train), len(test)) == (1500, 297)
   assert train.data.dtype == torch.uint8 and train.data.shape == (1500, 1, 16, 16)
   x, y = train[0]
@@ -108,7 +108,7 @@ def test_digits_split_values_and_labels():
   # at image_size 8 the stored values are exactly round(v * 255 / 16) of the fixed permutation
   raw = load_digits()
   order = np.random.default_rng(0).permutation(1797)
-  small = get_dataset(_config(image_size=8), 'test')
+  small = get_dataset(_config(image_size=8).data, 'test')
   expected = np.rint(raw.images[order[1500:]] * 255 / 16)
   np.testing.assert_array_equal(small.data[:, 0].numpy(), expected)
   np.testing.assert_array_equal(small.labels.numpy(), raw.target[order[1500:]])
@@ -117,7 +117,7 @@ def test_digits_split_values_and_labels():
 
 
 def test_digits_grey_to_rgb_copies_the_channel():
-  ds = get_dataset(_config(num_channels=3, image_size=12), 'test')
+  ds = get_dataset(_config(num_channels=3, image_size=12).data, 'test')
   x, _ = ds[3]
   assert x.shape == (3, 12, 12)
   assert torch.equal(x[0], x[1]) and torch.equal(x[0], x[2])
@@ -129,17 +129,17 @@ def test_digits_grey_to_rgb_copies_the_channel():
 @pytest.mark.parametrize('name', sorted(toy_data.TOYS))
 def test_toys_shapes_determinism_and_range(name):
   config = _config(dataset=name, toy_size=4000)
-  a, b, test = (get_dataset(config, split) for split in ('train', 'train', 'test'))
+  a, b, test = (get_dataset(config.data, split) for split in ('train', 'train', 'test'))
   assert a.data.shape == (4000, 2) and a.data.dtype == torch.float32
   assert a.labels.dtype == torch.int64 and a[0][0].shape == (2,)
   assert torch.equal(a.data, b.data) and torch.equal(a.labels, b.labels)
   assert not torch.equal(a.data, test.data)
   assert (a.data.abs() <= 4).float().mean() > 0.995
-  assert get_data_scaler(_config(dataset=name, centered=True))(a.data) is a.data
+  assert get_data_scaler(_config(dataset=name, centered=True).data)(a.data) is a.data
 
 
 def test_gmm_components_sit_on_the_ring():
-  ds = get_dataset(_config(dataset='gmm', toy_size=8000), 'train')
+  ds = get_dataset(_config(dataset='gmm', toy_size=8000).data, 'train')
   for c in range(8):
     mean = ds.data[ds.labels == c].mean(0)
     angle = 2 * math.pi * c / 8
@@ -149,15 +149,15 @@ def test_gmm_components_sit_on_the_ring():
 
 
 def test_checkerboard_labels_name_dark_squares_and_swissroll_bins_grow_outwards():
-  ds = get_dataset(_config(dataset='checkerboard', toy_size=3000), 'train')
+  ds = get_dataset(_config(dataset='checkerboard', toy_size=3000).data, 'train')
   col, row = ((ds.data + 4) // 2).long().unbind(1)
   assert torch.equal(col % 2, row % 2)            # only the dark cells are filled
   assert torch.equal(ds.labels, 2 * row + col // 2)
   assert torch.bincount(ds.labels).min() > 300
-  roll = get_dataset(_config(dataset='swissroll', toy_size=4000), 'train')
+  roll = get_dataset(_config(dataset='swissroll', toy_size=4000).data, 'train')
   radii = [roll.data[roll.labels == b].norm(dim=1).mean() for b in range(4)]
   assert all(r0 < r1 for r0, r1 in zip(radii, radii[1:]))
-  moons = get_dataset(_config(dataset='moons', toy_size=2000), 'train')
+  moons = get_dataset(_config(dataset='moons', toy_size=2000).data, 'train')
   assert moons.data[moons.labels == 0, 1].mean() > moons.data[moons.labels == 1, 1].mean() + 1
 
 
@@ -169,7 +169,7 @@ def test_cifar10_reads_real_format(tmp_path, point_at_batches_dir):
   batches = _write_cifar(tmp_path / 'cifar-10-batches-py', np.random.default_rng(0))
   root = tmp_path / 'cifar-10-batches-py' if point_at_batches_dir else tmp_path
   config = _config(dataset='cifar10', root=str(root), image_size=32, num_channels=3)
-  train, test = get_dataset(config, 'train'), get_dataset(config, 'test')
+  train, test = get_dataset(config.data, 'train'), get_dataset(config.data, 'test')
   assert (len(train), len(test)) == (20, 3) and train.data.dtype == torch.uint8
   x, y = test[2]
   assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
@@ -185,15 +185,15 @@ def test_cifar10_reads_real_format(tmp_path, point_at_batches_dir):
 
 def test_cifar10_grey_resize_and_flip(tmp_path):
   batches = _write_cifar(tmp_path / 'cifar-10-batches-py', np.random.default_rng(1))
-  grey = get_dataset(_config(dataset='cifar10', root=str(tmp_path), image_size=32), 'test')
+  grey = get_dataset(_config(dataset='cifar10', root=str(tmp_path), image_size=32).data, 'test')
   rgb = batches['test_batch'][b'data'][0].reshape(3, 32, 32).astype(np.float64)
   luma = np.rint(0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2])
   np.testing.assert_array_equal(grey.data[0, 0].numpy(), luma)
   config = _config(dataset='cifar10', root=str(tmp_path), image_size=16, num_channels=3,
                    random_flip=True)
-  train = get_dataset(config, 'train')
+  train = get_dataset(config.data, 'train')
   assert train.data.shape == (20, 3, 16, 16) and train.random_flip
-  assert not get_dataset(config, 'test').random_flip
+  assert not get_dataset(config.data, 'test').random_flip
   assert torch.equal(train.get(1, flip=True)[0], train.get(1)[0].flip(-1))
 
 
@@ -202,7 +202,7 @@ def test_missing_files_give_one_line_errors(tmp_path):
                         ('mnist', ['train-images-idx3-ubyte', 'mnist']),
                         ('ffhq', ['images'])]:
     with pytest.raises(FileNotFoundError) as info:
-      get_dataset(_config(dataset=name, root=str(tmp_path / 'nowhere')), 'train')
+      get_dataset(_config(dataset=name, root=str(tmp_path / 'nowhere')).data, 'train')
     message = str(info.value)
     assert '\n' not in message and str(tmp_path / 'nowhere') in message
     assert all(needle in message for needle in needles), message
@@ -214,7 +214,7 @@ def test_missing_files_give_one_line_errors(tmp_path):
 def test_mnist_idx_plain_and_gz_padding_and_resize(tmp_path):
   arrays = _write_mnist(str(tmp_path), np.random.default_rng(2))
   config = _config(dataset='mnist', root=str(tmp_path), image_size=32)
-  train, test = get_dataset(config, 'train'), get_dataset(config, 'test')
+  train, test = get_dataset(config.data, 'train'), get_dataset(config.data, 'test')
   assert (len(train), len(test)) == (5, 3)
   images, labels = arrays['train']
   x, y = train[4]
@@ -222,10 +222,10 @@ def test_mnist_idx_plain_and_gz_padding_and_resize(tmp_path):
   torch.testing.assert_close(x[0, 2:30, 2:30], torch.from_numpy(images[4]).float() / 255)
   assert x[0, :2].abs().sum() == 0 and x[0, :, 30:].abs().sum() == 0
   assert test.labels.tolist() == arrays['t10k'][1].tolist()
-  exact = get_dataset(_config(dataset='mnist', root=str(tmp_path), image_size=28), 'test')
+  exact = get_dataset(_config(dataset='mnist', root=str(tmp_path), image_size=28).data, 'test')
   assert torch.equal(exact.data[:, 0], torch.from_numpy(arrays['t10k'][0]))
   rgb16 = get_dataset(_config(dataset='mnist', root=str(tmp_path), image_size=16,
-                              num_channels=3), 'train')
+                              num_channels=3).data, 'train')
   assert rgb16[0][0].shape == (3, 16, 16)
   bad = tmp_path / 'bad'
   bad.write_bytes(b'\x01\x02\x03\x04')
@@ -239,7 +239,7 @@ def test_mnist_idx_plain_and_gz_padding_and_resize(tmp_path):
 def test_image_folder_split_labels_and_shapes(tmp_path):
   paths = _write_folder(str(tmp_path), np.random.default_rng(3))
   config = _config(dataset='celeba', root=str(tmp_path), image_size=16, num_channels=3)
-  train, test = get_dataset(config, 'train'), get_dataset(config, 'test')
+  train, test = get_dataset(config.data, 'train'), get_dataset(config.data, 'test')
   assert (len(train), len(test)) == (5, 1)
   assert sorted(train.files + test.files) == sorted(paths)
   for ds in (train, test):
@@ -247,7 +247,7 @@ def test_image_folder_split_labels_and_shapes(tmp_path):
       x, y = ds[i]
       assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and 0 <= x.min() <= x.max() <= 1
       assert y.dtype == torch.int64 and y == ('cat', 'dog').index(ds.files[i].split(os.sep)[-2])
-  grey = get_dataset(_config(dataset='image_folder', root=str(tmp_path), image_size=8), 'train')
+  grey = get_dataset(_config(dataset='image_folder', root=str(tmp_path), image_size=8).data, 'train')
   assert grey[0][0].shape == (1, 8, 8)
 
 
@@ -260,7 +260,7 @@ def test_image_folder_train_test_dirs_centre_crop_and_flip(tmp_path):
     Image.fromarray(wide).save(tmp_path / split / 'a.png')
   config = _config(dataset='lsun', root=str(tmp_path), image_size=10, num_channels=3,
                    random_flip=True)
-  train, test = get_dataset(config, 'train'), get_dataset(config, 'test')
+  train, test = get_dataset(config.data, 'train'), get_dataset(config.data, 'test')
   assert (len(train), len(test)) == (1, 1) and train.labels == [0]
   x, _ = test[0]
   assert torch.equal(x[:, 0, 0], torch.tensor([0, 128, 255]) / 255)
@@ -274,13 +274,13 @@ def test_image_folder_train_test_dirs_centre_crop_and_flip(tmp_path):
 def test_scalers_are_inverse_and_map_to_unit_interval():
   x = torch.rand(4, 1, 8, 8)
   x[0, 0, 0, :2] = torch.tensor([0.0, 1.0])
-  scaler, inverse = get_data_scaler(_config()), get_data_inverse_scaler(_config())
+  scaler, inverse = get_data_scaler(_config().data), get_data_inverse_scaler(_config().data)
   z = scaler(x)
   assert z.min() == -1 and z.max() == 1 and z[0, 0, 0, 0] == -1
   torch.testing.assert_close(inverse(z), x)
   torch.testing.assert_close(z, 2 * x - 1)
   plain = _config(centered=False)
-  assert get_data_scaler(plain)(x) is x and get_data_inverse_scaler(plain)(x) is x
+  assert get_data_scaler(plain.data)(x) is x and get_data_inverse_scaler(plain.data)(x) is x
 
 
 def test_dequantize_stays_in_its_bin():
@@ -346,7 +346,7 @@ def test_loader_is_deterministic_and_ignores_global_rng():
 
 @pytest.mark.parametrize('consumed', [3, 5, 7, 10])
 def test_loader_resumes_with_identical_batches(consumed):
-  flips = get_dataset(_config(random_flip=True, image_size=8), 'train')
+  flips = get_dataset(_config(random_flip=True, image_size=8).data, 'train')
   for dataset in (_points(53), flips):
     loader = InfiniteLoader(dataset, 10 if len(dataset) < 100 else 300, seed=3)
     _take(loader, consumed)
@@ -386,7 +386,7 @@ class _ReadThrough(torch.utils.data.Dataset):
 
 @pytest.mark.parametrize('num_workers', [0, 1])
 def test_loader_flips_are_seeded_and_paths_agree(num_workers):
-  dataset = get_dataset(_config(random_flip=True, image_size=8), 'train')
+  dataset = get_dataset(_config(random_flip=True, image_size=8).data, 'train')
   fast = _take(InfiniteLoader(dataset, 64, seed=5, device='cpu'), 30)
   slow_loader = InfiniteLoader(_ReadThrough(dataset), 64, seed=5, num_workers=num_workers)
   slow = _take(slow_loader, 25)

@@ -21,8 +21,8 @@ from score_sde.files.checkpoint import CheckpointError
 from score_sde.configs.default import get_default_config
 from score_sde.interop import export_diffusers, load_diffusers
 from score_sde.interop.diffusers_map import UnsupportedModelError
-from score_sde.models import create_model
-from score_sde.sdes import get_sde
+from score_sde.app.build import create_model
+from score_sde.app.build import build_sde
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -50,7 +50,7 @@ def ncsnpp_config(size: int = 16, ch_mult=(1, 4, 4), attn: int = 8):
 
 def random_model(config, seed: int = 0):
   torch.manual_seed(seed)
-  model = create_model(config, get_sde(config)).eval()
+  model = create_model(config, build_sde(config)).eval()
   with torch.no_grad():
     for p in model.net.parameters():
       p.normal_(0, 0.05)
@@ -225,7 +225,7 @@ def test_folders_written_by_diffusers_import_with_equal_outputs(arch, tmp_path):
   assert (theirs - ours).abs().max() <= 1e-5 * max(1., ours.abs().max())
   want = ('eps', 'index') if arch.startswith('ddpm') else ('score', 'sigma')
   assert (model.parameterization, model.time_label) == want
-  assert model.sde.describe() == get_sde(ours_config).describe()
+  assert model.sde.describe() == build_sde(ours_config).describe()
 
 
 def test_export_command_writes_a_folder_and_a_safetensors_file(tmp_path, capsys):

@@ -15,9 +15,9 @@ from score_sde.configs.default import get_default_config
 from score_sde.app.generate import solver_kwargs
 from score_sde.interop import export_diffusers, load_diffusers
 from score_sde.interop.diffusers_map import UnsupportedModelError
-from score_sde.models import create_model
+from score_sde.app.build import create_model
 from score_sde.sampling import sample
-from score_sde.sdes import get_sde
+from score_sde.app.build import build_sde
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 N = 50
@@ -38,7 +38,7 @@ def folder(tmp_path_factory):
   """An exported diffusers pipeline folder of a random-weight model."""
   config = small_ddpm_config()
   torch.manual_seed(0)
-  model = create_model(config, get_sde(config)).eval()
+  model = create_model(config, build_sde(config)).eval()
   with torch.no_grad():
     for p in model.net.parameters():
       p.normal_(0, 0.05)

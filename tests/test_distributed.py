@@ -62,11 +62,11 @@ def test_half_set_torchrun_environment_is_a_clear_error(monkeypatch):
 def test_batch_must_divide_over_ranks_and_micro_batches():
   from configs.toy_gmm import get_config
   from score_sde.errors import UserError
-  from score_sde.training.trainer import Trainer
+  from score_sde.app.build_train import build_trainer
   config = get_config()
   config.training.batch_size, config.training.grad_accum = 30, 4
   with pytest.raises(UserError, match='divisible'):
-    Trainer(config, '/nonexistent')
+    build_trainer(config, '/nonexistent')
 
 
 @pytest.mark.slow

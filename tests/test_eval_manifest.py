@@ -250,7 +250,8 @@ def _stats_cases():
 def test_bad_stats_file_is_one_line_before_sampling(tmp_path, monkeypatch, case):
   """digits config (images): the stats file is checked before any sample is drawn."""
   from configs.digits import get_config
-  from score_sde.evaluation import inception, loop
+  from score_sde.evaluation import inception
+  from score_sde.app import eval_loop as loop
   stats = str(tmp_path / 'stats.npz')
   _stats_cases()[case](stats)
   monkeypatch.setattr(inception, 'load_inception', lambda path, device: object())

@@ -15,7 +15,8 @@ from scipy.special import softmax
 from score_sde.app import eval_modes
 from score_sde.app import run_lib
 from score_sde.errors import ConfigError, UserError
-from score_sde.evaluation import InceptionOutput, compute_activations, inception, loop
+from score_sde.evaluation import InceptionOutput, compute_activations, inception
+from score_sde.app import eval_loop as loop
 from score_sde.evaluation.export import export_samples, npz_bytes, save_npz
 from score_sde.evaluation.inception import FIDInceptionV3
 from score_sde.evaluation.metrics import kid_blocks, polynomial_mmd2_unbiased

@@ -126,14 +126,14 @@ def test_crafted_cifar_batch_is_refused_and_runs_nothing(tmp_path):
   _cifar(tmp_path / 'cifar-10-batches-py', crafted=_Plant(str(marker)))
   with pytest.raises(UserError, match=r'data_batch_1: refusing to unpickle \S*open: not a '
                                       'CIFAR-10 batch') as e:
-    load_split(_cifar_config(tmp_path), 'train')
+    load_split(_cifar_config(tmp_path).data, 'train')
   assert not marker.exists() and '\n' not in str(e.value)
 
 
 @pytest.mark.parametrize('protocol', [2, 4, 5])
 def test_genuine_cifar_batches_still_read(tmp_path, protocol):
   _cifar(tmp_path, protocol)
-  train = get_dataset(_cifar_config(tmp_path), 'train')
+  train = get_dataset(_cifar_config(tmp_path).data, 'train')
   assert len(train) == 15 and train.data.dtype == torch.uint8
 
 
@@ -142,11 +142,11 @@ def test_truncated_or_foreign_cifar_batch_is_one_line(tmp_path):
   path = tmp_path / 'test_batch'
   path.write_bytes(path.read_bytes()[:500])
   with pytest.raises(UserError, match='test_batch: not a readable CIFAR-10 batch'):
-    load_split(_cifar_config(tmp_path), 'test')
+    load_split(_cifar_config(tmp_path).data, 'test')
   with open(path, 'wb') as f:
     pickle.dump({b'data': np.zeros((2, 5), np.float64), b'labels': [0, 1]}, f)
   with pytest.raises(UserError, match='not a CIFAR-10 batch'):
-    load_split(_cifar_config(tmp_path), 'test')
+    load_split(_cifar_config(tmp_path).data, 'test')
 
 
 # ---------------------------------------------------------------- 1. temporary files
@@ -339,7 +339,7 @@ def test_symlink_loop_neither_hangs_nor_repeats_images(tmp_path):
   os.symlink(tmp_path / 'dog' / '0.png', tmp_path / 'dog' / 'same.png')  # the same image twice
   os.mkfifo(tmp_path / 'dog' / 'pipe.png')        # a FIFO is never opened
   with deadline(30):
-    train, test = (get_dataset(_folder_config(tmp_path), s) for s in ('train', 'test'))
+    train, test = (get_dataset(_folder_config(tmp_path).data, s) for s in ('train', 'test'))
   real = [os.path.realpath(f) for f in train.files + test.files]
   assert len(real) == len(set(real)) == 6
   assert sorted(set(train.labels + test.labels)) == [0, 1]
@@ -352,7 +352,7 @@ def test_split_folders_stay_disjoint_with_links(tmp_path):
   os.symlink('..', tmp_path / 'train' / 'loop')    # the train walk would reach test/
   os.symlink(tmp_path / 'train' / 'a.png', tmp_path / 'test' / 'a_link.png')  # one image in both
   with deadline(30):
-    train, test = (get_dataset(_folder_config(tmp_path), s) for s in ('train', 'test'))
+    train, test = (get_dataset(_folder_config(tmp_path).data, s) for s in ('train', 'test'))
   real_train = {os.path.realpath(f) for f in train.files}
   real_test = {os.path.realpath(f) for f in test.files}
   assert not real_train & real_test

@@ -94,12 +94,12 @@ def test_generate_with_cuda_graphs_key(monkeypatch):
   """`runtime.cuda_graphs` reaches `generate`: with the stand-in capture the toy model's samples
   equal the eager ones, over two batches and a smaller last one (two captures)."""
   from score_sde.app import generate as gen_mod
-  from score_sde.models import create_model
-  from score_sde.sdes import get_sde
+  from score_sde.app.build import create_model
+  from score_sde.app.build import build_sde
   config = toy_config()
   config.model.hidden, config.model.depth = 16, 1
   config.sampling.batch_size, config.sampling.steps = 8, 6
-  model = create_model(config, get_sde(config)).eval()
+  model = create_model(config, build_sde(config)).eval()
   made = []
 
   def recording(score_fn):
@@ -115,12 +115,12 @@ def test_generate_with_cuda_graphs_key(monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 def test_real_cuda_graph_matches_eager():
-  from score_sde.models import create_model
+  from score_sde.app.build import create_model
   from configs.digits import get_config as digits_config
-  from score_sde.sdes import get_sde
+  from score_sde.app.build import build_sde
   config = digits_config()
   config.model.nf = 16
-  model = create_model(config, get_sde(config)).cuda().eval()
+  model = create_model(config, build_sde(config)).cuda().eval()
   graphed = GraphedScore(model)
   shape = (8, config.data.num_channels, config.data.image_size, config.data.image_size)
   kw = dict(steps=10, device='cuda')
@@ -135,12 +135,12 @@ def test_generate_with_compile_key(monkeypatch):
   """`runtime.compile` compiles the sampling model once per model (dynamo's eager backend here,
   to keep the test fast); the samples match the plain ones."""
   from score_sde.app import generate as gen_mod
-  from score_sde.models import create_model
-  from score_sde.sdes import get_sde
+  from score_sde.app.build import create_model
+  from score_sde.app.build import build_sde
   config = toy_config()
   config.model.hidden, config.model.depth = 16, 1
   config.sampling.batch_size, config.sampling.steps = 16, 4
-  model = create_model(config, get_sde(config)).eval()
+  model = create_model(config, build_sde(config)).eval()
   real, calls = torch.compile, []
 
   def eager_compile(module, **kw):

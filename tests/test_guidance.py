@@ -10,7 +10,7 @@ from score_sde.maths.analytic import GaussianMixture, gaussian
 from score_sde.models.classifier import MLPClassifier
 from score_sde.training.classifier import accuracy_by_noise_level, classifier_log_prob_fn, classifier_loss
 from score_sde.guidance import bind, classifier_free, classifier_guidance
-from score_sde.maths.inverse import COLOR_MATRIX, colorize, couple, decouple, inpaint, inpaint_score
+from score_sde.sampling.inverse import COLOR_MATRIX, colorize, couple, decouple, inpaint, inpaint_score
 from score_sde.likelihood import log_likelihood
 from score_sde.sampling import SOLVERS, sample
 from score_sde.sdes import VPSDE

@@ -62,7 +62,7 @@ def test_a_score_of_the_wrong_shape_is_refused(solver):
 # --- inpainting: mask shape and values, non-finite pixels ------------------------------------
 
 def test_inpaint_refuses_a_mask_of_another_shape_or_with_other_values():
-  from score_sde.maths.inverse import inpaint
+  from score_sde.sampling.inverse import inpaint
   y = torch.rand(2, 1, 8, 8)
   for shape in ((1, 1, 16, 16), (2, 1, 8), (3, 1, 8, 8), (1, 1, 1, 8, 8)):
     mask = torch.ones(shape)
@@ -77,7 +77,7 @@ def test_inpaint_refuses_a_mask_of_another_shape_or_with_other_values():
 
 @pytest.mark.parametrize('method', ['project', 'score'])
 def test_one_nan_pixel_does_not_spoil_the_batch(method):
-  from score_sde.maths.inverse import inpaint
+  from score_sde.sampling.inverse import inpaint
   y = torch.rand(3, 1, 8, 8)
   mask = torch.ones(1, 1, 8, 8)
   mask[..., 2:6, 2:6] = 0
@@ -203,11 +203,11 @@ def test_valid_special_values_still_pass():
 def test_a_nan_sample_is_an_error_naming_the_weights():
   from configs.toy_gmm import get_config
   from score_sde.app.generate import generate
-  from score_sde.models import create_model
-  from score_sde.sdes import get_sde
+  from score_sde.app.build import create_model
+  from score_sde.app.build import build_sde
   config = get_config()
   config.model.hidden, config.model.depth, config.sampling.steps = 16, 1, 3
-  model = create_model(config, get_sde(config)).eval()
+  model = create_model(config, build_sde(config)).eval()
   x, _ = generate(config, model, 8, 'dpm_solver')
   assert torch.isfinite(x).all()
   with torch.no_grad():
@@ -308,7 +308,7 @@ def _classifier_file(tmp_path, sde, meta=True):
 
 def test_a_classifier_of_another_sde_is_refused(tmp_path):
   from score_sde.app.generate import load_guidance_classifier
-  from score_sde.sdes import get_sde
+  from score_sde.app.build import build_sde
   config = _classifier_file(tmp_path, VESDE())  # the toy config trains a VP model
   with pytest.raises(UserError, match=r'classifier trained with the SDE vesde\(.*but the model uses vpsde'):
     load_guidance_classifier(config, str(tmp_path), 'cpu')
@@ -316,7 +316,7 @@ def test_a_classifier_of_another_sde_is_refused(tmp_path):
   config = _classifier_file(tmp_path, other)
   with pytest.raises(UserError, match='classifier trained with the SDE vpsde'):
     load_guidance_classifier(config, str(tmp_path), 'cpu')
-  config = _classifier_file(tmp_path, get_sde(config))
+  config = _classifier_file(tmp_path, build_sde(config))
   assert load_guidance_classifier(config, str(tmp_path), 'cpu') is not None
 
 
@@ -330,14 +330,14 @@ def test_an_old_classifier_without_the_record_is_accepted_with_a_warning(tmp_pat
 
 def test_the_classifier_trainer_records_its_sde_and_time_label(tmp_path):
   from configs.toy_gmm import get_config
-  from score_sde.training.trainer import Trainer
+  from score_sde.app.build_train import build_trainer
   config = get_config()
   config.classifier.hidden, config.classifier.depth, config.data.toy_size = 16, 1, 256
   config.training.batch_size = 64
   config.runtime.device = 'cpu'
-  trainer = Trainer(config, str(tmp_path), 'classifier')
+  trainer = build_trainer(config, str(tmp_path), 'classifier')
   try:
-    meta = trainer.metadata()
+    meta = trainer.task.metadata(trainer.sde)
   finally:
     trainer.close()
   assert meta['sde']['name'] == config.training.sde and meta['time_label'] == 't999'

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from configs.default import get_default_config
 from score_sde.models import layers, layerspp, normalization
 from score_sde.models import up_or_down_sampling as ud
-from score_sde.models.networks import NETWORKS
+from score_sde.app.build import create_network
 
 K4 = (1, 3, 3, 1)
 
@@ -71,7 +71,7 @@ SMALL = {  # name -> (network name, overrides, time_cond)
 def build(key, seed=0, **extra):
   name, overrides, t = SMALL[key]
   torch.manual_seed(seed)
-  return NETWORKS[name](small_config(name, **{**overrides, **extra})).eval(), t
+  return create_network(small_config(name, **{**overrides, **extra})).eval(), t
 
 
 def randomize(net, seed=1, std=0.2):
@@ -242,7 +242,7 @@ PARAM_COUNTS = {
 def full_size(config_name):
   config = importlib.import_module(f'configs.{config_name}').get_config()
   with torch.device('meta'):  # shapes only: no memory, no RNG
-    return NETWORKS[config.model.name](config)
+    return create_network(config)
 
 
 @pytest.mark.parametrize('config_name', sorted(PARAM_COUNTS))
@@ -360,7 +360,7 @@ def test_ncsnv2_variants_build_and_run():
   for name, size, extra_key in [('ncsnv2_128', 32, 'refine5.msf.convs.0.weight'),
                                 ('ncsnv2_256', 64, 'refine31.msf.convs.1.weight')]:
     torch.manual_seed(0)
-    net = NETWORKS[name](small_config(name, data__image_size=size, model__nf=8, **NCSNV2)).eval()
+    net = create_network(small_config(name, data__image_size=size, model__nf=8, **NCSNV2)).eval()
     assert extra_key in net.state_dict()
     x = torch.rand(1, 3, size, size)
     with torch.no_grad():

@@ -15,7 +15,7 @@ import torch
 from configs.digits import get_config as digits_config
 from configs.toy import get_config as toy_config
 from score_sde.errors import TrainingError
-from score_sde.training.trainer import Trainer
+from score_sde.app.build_train import build_trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OURS = (os.path.join(ROOT, 'score_sde') + os.sep, os.path.join(ROOT, 'run_lib.py'))
@@ -64,7 +64,7 @@ def _config(kind: str):
 
 @pytest.mark.parametrize('kind', ['toy', 'digits', 'discrete_hybrid', 'likelihood_is'])
 def test_a_training_step_makes_no_host_sync(tmp_path, kind):
-  trainer = Trainer(_config(kind), str(tmp_path))
+  trainer = build_trainer(_config(kind), str(tmp_path))
   trainer.train_step()   # first step: lazy set-up (device tables) may copy once
   with count_host_syncs() as calls:
     for _ in range(2):
@@ -75,7 +75,7 @@ def test_a_training_step_makes_no_host_sync(tmp_path, kind):
 
 
 def test_the_probe_sees_a_sync(tmp_path):
-  trainer = Trainer(_config('toy'), str(tmp_path))
+  trainer = build_trainer(_config('toy'), str(tmp_path))
   trainer.train_step()
   with count_host_syncs() as calls:
     trainer.check_finite()   # the deliberate sync
@@ -85,7 +85,7 @@ def test_the_probe_sees_a_sync(tmp_path):
 
 def test_deferred_non_finite_check_names_the_first_bad_step(tmp_path):
   config = _config('toy')
-  trainer = Trainer(config, str(tmp_path))
+  trainer = build_trainer(config, str(tmp_path))
   trainer.train_step()
   with torch.no_grad():
     trainer.params[0].fill_(float('nan'))
@@ -104,7 +104,7 @@ def test_deferred_check_trains_exactly_like_the_per_step_check(tmp_path):
   for policy in ('stop', 'skip'):   # 'skip' reads every loss on the host before stepping
     config = _config('digits')
     config.training.nan_policy = policy
-    trainer = Trainer(config, str(tmp_path / policy))
+    trainer = build_trainer(config, str(tmp_path / policy))
     for _ in range(3):
       trainer.train_step()
     weights[policy] = [p.detach().clone() for p in trainer.params]
@@ -119,12 +119,12 @@ def test_deferred_check_trains_exactly_like_the_per_step_check(tmp_path):
 def test_sampling_loops_never_read_the_device(solver, options):
   """On the `meta` device every tensor op works but any read of a value on the host raises,
   so a loop that runs there has no device-to-host sync per step (the schedule is host math)."""
-  from score_sde.models import create_model
+  from score_sde.app.build import create_model
   from score_sde.sampling import sample
-  from score_sde.sdes import get_sde
+  from score_sde.app.build import build_sde
   config = _config('digits')
   config.training.continuous = solver not in ('ddpm', 'ddim')
-  sde = get_sde(config)
+  sde = build_sde(config)
   model = create_model(config, sde).to('meta').eval()
   res = sample(sde, model, (2, 1, 8, 8), solver, steps=4, device='meta', **options)
   assert res.x.device.type == 'meta' and res.x.shape == (2, 1, 8, 8)
@@ -135,7 +135,7 @@ def _train(tmp_path, name, steps=3, **runtime):
   config.model.dropout = 0.0
   for k, v in runtime.items():
     setattr(config.runtime, k, v)
-  trainer = Trainer(config, str(tmp_path / name))
+  trainer = build_trainer(config, str(tmp_path / name))
   losses = [float(trainer.train_step()['loss']) for _ in range(steps)]
   weights = [p.detach().clone() for p in trainer.params]
   trainer.close()
@@ -161,7 +161,7 @@ def test_cuda_sync_debug_mode_sees_no_sync_in_a_training_step(tmp_path, kind):
   over two training steps."""
   config = _config(kind)
   config.runtime.device = 'cuda'
-  trainer = Trainer(config, str(tmp_path))
+  trainer = build_trainer(config, str(tmp_path))
   trainer.train_step()
   torch.cuda.synchronize()
   torch.cuda.set_sync_debug_mode('error')

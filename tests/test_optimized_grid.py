@@ -122,8 +122,8 @@ def test_config_reaches_the_optimized_grid(tmp_path):
   from score_sde.app import config_check
   from score_sde.errors import ConfigError
   from score_sde.app.generate import generate
-  from score_sde.models import create_model
-  from score_sde.sdes import get_sde
+  from score_sde.app.build import create_model
+  from score_sde.app.build import build_sde
   config = get_config()
   config.sampling.grid, config.sampling.grid_cache_dir = 'optimized', str(tmp_path / 'grids')
   config.sampling.grid_pilot_batch, config.sampling.grid_max_knots = 8, 2
@@ -134,7 +134,7 @@ def test_config_reaches_the_optimized_grid(tmp_path):
     config_check.validate(config)
   config.sampling.grid_pilot_batch = 8
   torch.manual_seed(0)
-  model = create_model(config, get_sde(config)).eval()
+  model = create_model(config, build_sde(config)).eval()
   x, nfe = generate(config, model, 32, solver='unipc')
   assert x.shape == (32, 2) and torch.isfinite(x).all() and nfe == 2 * 5
   with open(tmp_path / 'grids' / og.CACHE_FILE) as f:

@@ -20,9 +20,10 @@ from score_sde.configs.digits import get_config as digits_config
 from score_sde.configs.toy import get_config as toy_config
 from score_sde.errors import UserError
 from score_sde.app.generate import generate
-from score_sde.models import create_model, load_checkpoint
+from score_sde.app.build import create_model
+from score_sde.app.loading import load_checkpoint
 from score_sde.app.pipeline import Pipeline, slerp
-from score_sde.sdes import get_sde
+from score_sde.app.build import build_sde
 from score_sde.files.workdir import latest_checkpoint
 from conftest import run_main
 
@@ -94,7 +95,7 @@ def test_log_likelihood_equals_the_cli(workdir, tmp_path):
   wd = str(tmp_path / 'copy')
   shutil.copytree(workdir, wd)
   report = run_lib.likelihood(config, wd)
-  test = datasets.load_split(config, 'test')
+  test = datasets.load_split(config.data, 'test')
   x = torch.stack([test[i][0] for i in range(5)])
   bpd = score_sde.load(wd).log_likelihood((x * 255).round().to(torch.uint8), seed=config.seed)
   assert bpd.shape == (5,) and bpd.dtype == torch.float64
@@ -116,7 +117,7 @@ def _analytic_pipe():
   config = toy_config()
   config.sampling.batch_size = 4000
   data = gaussian(mean=[1.0, -0.5], variance=[0.25, 1.0])
-  return Pipeline(config, GaussianScore(data, get_sde(config)).eval()), data
+  return Pipeline(config, GaussianScore(data, build_sde(config)).eval()), data
 
 
 def test_encode_decode_match_the_closed_form():
@@ -165,7 +166,7 @@ def test_encode_decode_on_a_trained_network(workdir):
 
 def test_guidance_arguments():
   config = _digits(**{'model.class_conditional': True})
-  model = create_model(config, get_sde(config)).eval()
+  model = create_model(config, build_sde(config)).eval()
   pipe = Pipeline(config, model)
   got = pipe.sample(4, 'ddim', steps=3, seed=0, label=3, guidance_scale=2.0)
   config.sampling.steps, config.sampling.guidance_scale = 3, 2.0
@@ -174,7 +175,7 @@ def test_guidance_arguments():
   assert pipe.sample(4, 'ddim', steps=3, label=[0, 1, 2, 3]).shape == (4, 1, 8, 8)
   with pytest.raises(UserError, match=r'label must be a class in \[0, 9\]'):
     pipe.sample(4, 'ddim', steps=3, label=10)
-  plain = Pipeline(_digits(), create_model(_digits(), get_sde(_digits())).eval())
+  plain = Pipeline(_digits(), create_model(_digits(), build_sde(_digits())).eval())
   with pytest.raises(UserError, match='guidance_scale needs a class-conditional model'):
     plain.sample(2, 'ddim', steps=2, guidance_scale=2.0)
   with pytest.raises(UserError, match='label needs a class-conditional model'):
@@ -203,7 +204,7 @@ def test_interpolate_mode(workdir, tmp_path):
   png = os.path.join(wd, 'samples', 'interpolate_checkpoint_3.png')
   assert np.asarray(Image.open(png)).shape == (36, 6 * 34 + 2)   # one row: 2 originals + 4
   row = np.load(png[:-4] + '.npz')['images']
-  test = datasets.load_split(_digits(), 'test')
+  test = datasets.load_split(_digits().data, 'test')
   assert np.array_equal(row[0], test[2][0].numpy()) and np.array_equal(row[-1], test[5][0].numpy())
   assert 'RMSE of the decoded ends' in proc.stdout
   with pytest.raises(UserError, match='interpolate works on images'):

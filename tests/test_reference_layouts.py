@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from configs.default import get_default_config
-from score_sde.models import create_network, load_checkpoint
+from score_sde.app.build import create_network
+from score_sde.app.loading import load_checkpoint
 
 LAYOUTS_FILE = os.path.join(os.path.dirname(__file__), 'data', 'ssp_reference_layouts.json.gz')
 with gzip.open(LAYOUTS_FILE, 'rt') as _f:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from score_sde.files import checkpoint as ckpt
-from score_sde.files import run_record
+from score_sde.app import run_record
 from score_sde.runtime.progress import PlainProgress, progress
 from score_sde.runtime.device import configure_threads
 from conftest import ROOT, run_main
@@ -89,10 +89,10 @@ def test_resume_names_changed_keys_and_refuses_model_keys(trained, tmp_path):
   assert sorted(os.listdir(os.path.join(wd, 'checkpoints'))) == before
   # an SDE key: refused by the recorded 'meta' first, with the recorded flag added
   from score_sde.configs.toy_gmm import get_config
-  from score_sde.training.trainer import Trainer
+  from score_sde.app.build_train import build_trainer
   config = get_config()
   config.model.hidden, config.model.depth, config.model.num_scales = 32, 1, 500
-  trainer = Trainer(config, wd)
+  trainer = build_trainer(config, wd)
   with pytest.raises(ckpt.CheckpointError,
                      match='holds a model with sde .*trained with --config.model.num_scales=1000'):
     trainer.restore()
@@ -155,12 +155,12 @@ def test_num_threads(monkeypatch):
   config, before = get_config(), torch.get_num_threads()
   try:
     config.runtime.num_threads = 3
-    assert configure_threads(config) == 3 == torch.get_num_threads()
+    assert configure_threads(config.runtime) == 3 == torch.get_num_threads()
     config.runtime.num_threads, config.runtime.device = 0, 'cpu'
     monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
-    assert configure_threads(config) == 1 == torch.get_num_threads()   # auto on a CPU: one
+    assert configure_threads(config.runtime) == 1 == torch.get_num_threads()   # auto on a CPU: one
     torch.set_num_threads(2)
     monkeypatch.setenv('OMP_NUM_THREADS', '2')
-    assert configure_threads(config) == 2   # the environment decides
+    assert configure_threads(config.runtime) == 2   # the environment decides
   finally:
     torch.set_num_threads(before)

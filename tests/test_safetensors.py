@@ -14,8 +14,8 @@ from score_sde.files.checkpoint import CheckpointError
 from score_sde.configs.digits import get_config
 from score_sde.errors import UserError
 from score_sde.interop import load_safetensors, save_safetensors
-from score_sde.models import create_model
-from score_sde.sdes import get_sde
+from score_sde.app.build import create_model
+from score_sde.app.build import build_sde
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 safetensors = pytest.importorskip('safetensors')
@@ -31,7 +31,7 @@ def tiny_config():
 
 def model_for(config, seed=0):
   torch.manual_seed(seed)
-  model = create_model(config, get_sde(config)).eval()
+  model = create_model(config, build_sde(config)).eval()
   with torch.no_grad():
     for p in model.parameters():
       p.normal_(0, 0.1)

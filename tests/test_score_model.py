@@ -16,8 +16,9 @@ from configs.default import get_default_config
 from score_sde.maths import conventions as cv
 from score_sde.maths.analytic import GaussianMixture
 from score_sde.files.checkpoint import CheckpointError, save_checkpoint
-from score_sde.models import (NETWORKS, ScoreModel, checkpoint_metadata, create_model,
-                              load_checkpoint)
+from score_sde.models import NETWORKS, ScoreModel, checkpoint_metadata
+from score_sde.app.build import create_model
+from score_sde.app.loading import load_checkpoint
 from score_sde.sdes import SDES
 
 MIX = GaussianMixture([[1.0, -1.0, 0.5], [-1.0, 0.5, 0.0]], [[0.3, 0.5, 0.2], [0.6, 0.2, 0.4]], [0.4, 0.6])
@@ -97,25 +98,25 @@ def _config(name='mlp', sde='vpsde', continuous=True):
 
 
 def test_networks_declare_their_defaults():
-  from score_sde.sdes import get_sde
+  from score_sde.app.build import build_sde
   assert (NETWORKS['mlp'].parameterization, NETWORKS['mlp'].time_label) == ('eps', 't999')
   assert NETWORKS['mlp'].flat and not NETWORKS['ncsnpp'].flat
   for sde, cont, want in [('vpsde', True, ('eps', 't999')), ('vesde', True, ('score', 'sigma')),
                           ('vpsde', False, ('eps', 'index')), ('vesde', False, ('score', 'index')),
                           ('subvpsde', True, ('eps', 't999'))]:
     c = _config('ddpm', sde, cont)
-    m = create_model(c, get_sde(c))
+    m = create_model(c, build_sde(c))
     assert (m.parameterization, m.time_label) == want, (sde, cont)
   c = _config('mlp', 'vesde')
-  m = create_model(c, get_sde(c))
+  m = create_model(c, build_sde(c))
   assert (m.parameterization, m.time_label) == ('eps', 't999')
 
 
 def test_checkpoint_records_what_it_holds_and_mismatch_is_one_line(tmp_path):
-  from score_sde.sdes import get_sde
+  from score_sde.app.build import build_sde
   c = _config()
-  model = create_model(c, get_sde(c))
-  meta = checkpoint_metadata(c, model)
+  model = create_model(c, build_sde(c))
+  meta = checkpoint_metadata(c.model.name, model)
   assert meta == {'sde': {'name': 'vpsde', 'beta_min': 0.1, 'beta_max': 20.0, 'schedule': 'linear',
                           'N': 1000}, 'network': 'mlp', 'parameterization': 'eps', 'time_label': 't999'}
   path = str(tmp_path / 'checkpoint_1.pth')

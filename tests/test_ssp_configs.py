@@ -21,7 +21,7 @@ from score_sde.app.config_check import validate
 from score_sde.errors import ConfigError
 from score_sde.interop import ssp_config
 from score_sde.interop.ssp_config import COUNTERPARTS, is_ssp_config, translate, translate_file
-from score_sde.models import create_network
+from score_sde.app.build import create_network
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, 'data', 'ssp_configs')

@@ -150,13 +150,13 @@ def test_generate_keeps_a_random_network_in_range():
   data; with sampling.clip_x0 the samples stay in the data range [0, 1] (data space)."""
   from score_sde.configs.digits import get_config
   from score_sde.app.generate import generate
-  from score_sde.models import create_model
-  from score_sde.sdes import get_sde
+  from score_sde.app.build import create_model
+  from score_sde.app.build import build_sde
   config = get_config()
   config.model.nf, config.model.ch_mult, config.model.attn_resolutions = 16, (1,), ()
   config.sampling.steps, config.sampling.batch_size = 4, 4
   torch.manual_seed(0)
-  model = create_model(config, get_sde(config)).eval()
+  model = create_model(config, build_sde(config)).eval()
   with torch.no_grad():
     for p in model.net.parameters():
       p.normal_(0, 0.3)

@@ -12,7 +12,7 @@ from conftest import run_main
 
 from configs.digits import get_config as digits_config
 from score_sde.errors import ConfigError
-from score_sde.models import create_model
+from score_sde.app.build import create_model
 from score_sde.sdes import VPSDE
 from score_sde.training.vlb_loss import TimestepResampler, get_vlb_loss_fn
 

@@ -1,12 +1,66 @@
-"""The build layer: config values turned into the library's objects, so that the maths modules
-take objects and never a whole config. (First piece: the training loss.)"""
+"""The build layer: the config turned into the library's objects (the SDE, the network and its
+`ScoreModel`, the loss, the optimizer, the classifier), so that no module below the
+application layer takes a whole config."""
 from __future__ import annotations
 
 from score_sde.data.datasets import data_range
 from score_sde.training.losses import get_loss_fn
-from score_sde.maths.sdes import SDE
+from score_sde.maths.sdes import SDE, SDES, VESDE
+from score_sde.models import ScoreModel, network_spec, resolve_conventions
 from score_sde.models.classifier import MLPClassifier, NoisyClassifier
+from score_sde.training.optim import OPTIMIZERS
 from score_sde.training.vlb_loss import get_vlb_loss_fn
+
+
+def build_sde(config) -> SDE:
+  """The SDE named by `config.training.sde`, from `config.model`'s schedule keys."""
+  name = config.training.sde.lower()
+  m = config.model
+  if name == 'vesde':
+    return VESDE(m.sigma_min, m.sigma_max, m.num_scales)
+  if name in SDES:
+    return SDES[name](m.beta_min, m.beta_max, m.num_scales, m.schedule)
+  raise ValueError(f"unknown SDE '{config.training.sde}'; choose one of: {', '.join(SDES)}")
+
+
+def data_shape(config) -> tuple[int, ...]:
+  """Shape of one data item for `config`: `(C,)` for flat networks, else `(C, H, W)`."""
+  d = config.data
+  return (d.num_channels,) if is_vector_data(config) else (d.num_channels, d.image_size, d.image_size)
+
+
+def is_vector_data(config) -> bool:
+  """Whether `config`'s data are vectors `[B, C]` (toy points, flat networks) rather than
+  images `[B, C, H, W]`: the one answer every mode and metric uses."""
+  return network_spec(config.model.name).flat
+
+
+def create_network(config):
+  """The raw network named by `config.model.name`, built from `config.model` and `config.data`."""
+  m = config.model
+  if m.name.lower() == 'ncsnpp' and m.embedding_type.lower() == 'fourier' and not config.training.continuous:
+    raise ValueError('Fourier features are only used for continuous training.')
+  return network_spec(m.name).build(m, config.data)
+
+
+def create_model(config, sde: SDE) -> ScoreModel:
+  """The network for `config` wrapped with the SDE's conventions into a `ScoreModel`."""
+  spec, m = network_spec(config.model.name), config.model
+  param, label = resolve_conventions(m.parameterization, m.time_label, config.training.continuous,
+                                     sde, (spec.parameterization, spec.time_label))
+  return ScoreModel(create_network(config), sde, param, label, learn_sigma=m.learn_sigma)
+
+
+def build_optimizer(config, params):
+  """The optimizer named by `config.optim.optimizer` (fused kernels on CUDA if asked)."""
+  o = config.optim
+  name = o.optimizer.lower()
+  if name not in OPTIMIZERS:
+    raise ValueError(f"unknown optimizer '{o.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}")
+  params = list(params)
+  fused = bool(o.fused) and all(p.is_cuda for p in params)
+  return OPTIMIZERS[name](params, lr=o.lr, betas=(o.beta1, 0.999), eps=o.eps,
+                          weight_decay=o.weight_decay, fused=fused or None)
 
 
 def build_loss(config, sde: SDE):
@@ -16,7 +70,7 @@ def build_loss(config, sde: SDE):
   if tr.loss != 'dsm':
     return get_vlb_loss_fn(sde, tr.loss, learn_sigma=config.model.learn_sigma,
                            vlb_weight=tr.vlb_weight, reduce_mean=tr.reduce_mean,
-                           data_range=data_range(config))
+                           data_range=data_range(config.data))
   return get_loss_fn(sde, continuous=tr.continuous,
                      weighting='likelihood' if tr.likelihood_weighting else 'score',
                      importance_sampling=tr.importance_sampling, reduce_mean=tr.reduce_mean,

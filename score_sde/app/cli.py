@@ -196,7 +196,7 @@ def main(argv):
   _lib().check_config(FLAGS.config)
   if mode != 'config':
     from score_sde.runtime.device import configure_threads
-    configure_threads(FLAGS.config)
+    configure_threads(FLAGS.config.runtime)
   MODES[mode](FLAGS.config, FLAGS.workdir)
 
 

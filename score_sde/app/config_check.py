@@ -173,7 +173,7 @@ def _check_relations(config) -> None:
     raise ConfigError(f'config.sampling.label = {label}: must be -1 (one grid row per class) or a class '
                       f'in [0, {d.num_classes - 1}] (data.num_classes = {d.num_classes})')
   from score_sde.models import network_spec
-  if not network_spec(config).flat:
+  if not network_spec(config.model.name).flat:
     levels = len(tuple(m.ch_mult))
     factor = 2 ** (levels - 1)
     if d.image_size % factor or d.image_size < factor:
@@ -196,7 +196,7 @@ def _check_variational(config) -> None:
   m, tr = config.model, config.training
   chained = tr.sde.lower() in ('vpsde', 'vesde')
   if m.learn_sigma:
-    if not network_spec(config).learn_sigma:
+    if not network_spec(config.model.name).learn_sigma:
       raise ConfigError(f"config.model.learn_sigma: network '{m.name}' cannot learn variances "
                         '(mlp, unet, ddpm and ncsnpp can)')
     if m.scale_by_sigma:

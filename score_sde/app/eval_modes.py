@@ -6,11 +6,12 @@ import os
 
 import numpy as np
 
+from score_sde.app import eval_settings
 from score_sde.files import checkpoint as ckpt
 from score_sde.data import datasets
 from score_sde.app.generate import (ensure_writable, generate, labels_for, load_eval_model,
                                 load_guidance_classifier, write_output)
-from score_sde.models import is_vector_data
+from score_sde.app.build import is_vector_data
 from score_sde.files.workdir import ckpt_dir, grid_cache_in
 
 
@@ -31,10 +32,10 @@ def likelihood(config, workdir: str, checkpoint: str = '') -> dict:
   from score_sde.evaluation.manifest import checkpoint_sha256
   from score_sde.runtime.device import get_device
   ensure_writable(workdir, 'likelihood.json')
-  datasets.load_split(config, config.eval.bpd_dataset)  # a missing dataset: before the model
+  datasets.load_split(config.data, config.eval.bpd_dataset)  # a missing dataset: before the model
   toy = is_vector_data(config)
   unit, split = ('nats/dim' if toy else 'bits/dim'), config.eval.bpd_dataset
-  with distributed.ranks(get_device(config)) as dist:
+  with distributed.ranks(get_device(config.runtime)) as dist:
     model, path = load_eval_model(config, workdir, checkpoint)
     report = {'checkpoint': path, 'checkpoint_sha256': checkpoint_sha256(path), 'unit': unit,
               'bpd_dataset': split}
@@ -52,7 +53,7 @@ def _likelihood_over_ranks(config, model, toy: bool, method: str, dist):
   """(values [N] in batch order, VLB terms per batch) of `likelihood`, batches split over the
   ranks; (None, None) off rank 0."""
   from score_sde.runtime import distributed
-  from score_sde.evaluation.loop import likelihood_batches
+  from score_sde.app.eval_loop import likelihood_batches
   terms = {}
   mine = distributed.agree(dist, lambda: likelihood_batches(
       config, model, toy, method=method, terms=terms, dist=dist),
@@ -68,7 +69,7 @@ def _likelihood_over_ranks(config, model, toy: bool, method: str, dist):
 
 def _likelihood_summary(report: dict, method: str, v, terms: list, what: str, where: str) -> None:
   """Add method's mean, stderr and (VLB) breakdown to `report`, and print them."""
-  from score_sde.evaluation.loop import summary
+  from score_sde.app.eval_loop import summary
   mean, se = summary(v)
   report.update({f'{method}_mean': mean, f'{method}_stderr': se, 'num_examples': len(v)})
   report.setdefault('mean', mean)
@@ -92,23 +93,24 @@ def evaluate(config, workdir: str, solver: str | None = None, checkpoint: str = 
   settings are discarded and redrawn, see score_sde.evaluation.manifest), TensorBoard scalars
   under eval/ and, with eval.export, the samples for external evaluators.
 
-  Everything the run needs is checked before the first sample (score_sde.evaluation.preflight).
+  Everything the run needs is checked before the first sample (score_sde.app.eval_preflight).
   Under torchrun, shard i (samples or bits/dim batch) is computed on rank i % world_size; its
   content depends only on i and the seeds, so any number of ranks writes the same shards and
   report, and a killed run resumes on any number of ranks. Rank 0 alone reconciles the folder,
   scores and writes reports (the others wait)."""
   from torch.utils.tensorboard import SummaryWriter
   from score_sde.runtime import distributed
-  from score_sde.evaluation import loop, preflight
+  from score_sde.app import eval_preflight as preflight
+  from score_sde.app import eval_loop as loop
   from score_sde.runtime.device import get_device
-  grid_cache_in(config, workdir)
+  grid_cache_in(config.sampling, workdir)
   e = config.eval
   solver = (solver or e.solver or config.sampling.method).lower()
   out_root = ensure_writable(os.path.join(workdir, 'eval'), 'evaluation results')
   targets = ([(ckpt.step_of(checkpoint) or 0, checkpoint)] if checkpoint
              else loop.eval_checkpoints(config, ckpt_dir(workdir)))
   flat, cache, reports = is_vector_data(config), {}, []
-  with distributed.ranks(get_device(config)) as dist:
+  with distributed.ranks(get_device(config.runtime)) as dist:
     distributed.agree(dist, lambda: preflight.check_eval(
         config, workdir, solver, cache, dist.device, flat, dist.is_main), 'checking the inputs')
     writer = SummaryWriter(os.path.join(workdir, 'tensorboard', 'eval')) if dist.is_main else None
@@ -133,7 +135,8 @@ def _evaluate_checkpoint(config, workdir: str, out_root: str, solver: str, step:
   folder's manifest, is written before the first shard ('complete': false) and after the last."""
   from score_sde.runtime import distributed
   from score_sde.data.loader import mix_seed
-  from score_sde.evaluation import loop, manifest
+  from score_sde.evaluation import manifest
+  from score_sde.app import eval_loop as loop
   dist = dist or distributed.Dist()
   e, flat = config.eval, is_vector_data(config)
   model, _ = load_eval_model(config, workdir, path)
@@ -145,11 +148,11 @@ def _evaluate_checkpoint(config, workdir: str, out_root: str, solver: str, step:
   classifier = load_guidance_classifier(config, workdir, device) if e.enable_sampling else None
   sections = {}
   if e.enable_sampling:
-    sections['samples'] = manifest.sample_settings(
-        config, solver, sha, manifest.classifier_sha256(config, workdir), flat)
+    sections['samples'] = eval_settings.sample_settings(
+        config, solver, sha, eval_settings.classifier_sha256(config, workdir), flat)
   for method in bpd_methods(config) if e.enable_bpd else ():
     kind = 'bpd' if method == 'ode' else 'vlb'
-    sections[kind] = manifest.likelihood_settings(config, method, sha, flat)
+    sections[kind] = eval_settings.likelihood_settings(config, method, sha, flat)
   report = {'checkpoint': path, 'checkpoint_sha256': sha, 'step': step, 'solver': solver}
   save = lambda r: write_output(report_path, lambda p: ckpt.save_json(p, r))
 
@@ -185,7 +188,7 @@ def _score_checkpoint(config, workdir: str, report: dict, flat: bool, model, sha
                       cache: dict, name: str) -> dict:
   """Rank 0 of `_evaluate_checkpoint`, every shard on disk: the sample quality, bits/dim and
   the export (eval.export) of the samples. Returns the report's values."""
-  from score_sde.evaluation import loop
+  from score_sde.app import eval_loop as loop
   from score_sde.evaluation.export import export_samples
   e, device, report = config.eval, next(model.parameters()).device, dict(report)
   if e.enable_sampling:

@@ -13,7 +13,8 @@ from score_sde.files.atomic import probe_writable
 from score_sde.data import datasets
 from score_sde.errors import ConfigError, UserError
 from score_sde.sampling.graphed import GraphedScore
-from score_sde.models import data_shape, is_vector_data, load_checkpoint
+from score_sde.app.build import data_shape, is_vector_data
+from score_sde.app.loading import load_checkpoint
 from score_sde.sampling import SOLVERS, resolve_times, sample as run_sampler, solver_spec
 from score_sde.runtime.device import autocast, get_device
 from score_sde.files.workdir import ckpt_dir, latest_checkpoint
@@ -55,9 +56,9 @@ def load_eval_model(config, workdir: str, checkpoint: str = ''):
   from score_sde.interop import pretrained  # --pretrained: a diffusers folder or .safetensors
   try:
     if pretrained.is_pretrained(checkpoint):
-      model = pretrained.load(checkpoint, config, device=get_device(config))
+      model = pretrained.load(checkpoint, config, device=get_device(config.runtime))
     else:
-      model = load_checkpoint(checkpoint, config, device=get_device(config))
+      model = load_checkpoint(checkpoint, config, device=get_device(config.runtime))
   except (ckpt.CheckpointError, FileNotFoundError) as e:
     raise UserError(str(e)) from None
   bad = ckpt.first_non_finite(model.state_dict())
@@ -93,7 +94,7 @@ def solver_kwargs(config, solver: str) -> dict:
     if is_vector_data(config):
       raise ConfigError('config.sampling.clip_x0 / threshold: vector (toy) data have no data range to '
                         'clip to; turn them off (in Python, pass clip_x0=(lo, hi) to sample())')
-    kwargs['clip_x0'] = datasets.data_range(config)
+    kwargs['clip_x0'] = datasets.data_range(config.data)
   return kwargs
 
 
@@ -109,7 +110,7 @@ def optimized_times(config, model, solver: str, kwargs: dict, classifier, device
   key = model_fingerprint(*modules, extra=f'w={s.guidance_scale},c={s.classifier_scale},y={s.label}')
   tuning = GridTuning(key=key, cache_dir=s.grid_cache_dir or None, pilot_batch=pilot,
                       max_knots=s.grid_max_knots)
-  with autocast(config, device):
+  with autocast(config.runtime.amp, device):
     return resolve_times(model.sde, score, solver, data_shape(config), steps=s.steps or None, eps=s.eps,
                          tuning=tuning, device=device, **kwargs)
 
@@ -154,7 +155,7 @@ def load_guidance_classifier(config, workdir: str, device):
   from score_sde.app.build import build_classifier
   from score_sde.training.classifier import check_classifier_metadata
   from score_sde.models import load_state
-  from score_sde.maths.sdes import get_sde
+  from score_sde.app.build import build_sde
   if config.sampling.classifier_scale <= 0:
     return None
   path = config.sampling.classifier_checkpoint
@@ -167,7 +168,7 @@ def load_guidance_classifier(config, workdir: str, device):
   net = build_classifier(config, is_vector_data(config))
   try:
     state = ckpt.read_checkpoint(path)
-    check_classifier_metadata(state.get('meta'), get_sde(config), f'classifier checkpoint {path}')
+    check_classifier_metadata(state.get('meta'), build_sde(config), f'classifier checkpoint {path}')
     load_state(net, state, where=f'classifier checkpoint {path}')
   except (ckpt.CheckpointError, FileNotFoundError, KeyError, ValueError) as e:
     raise UserError(str(e)) from None
@@ -188,7 +189,7 @@ def generate(config, model, num_samples: int, solver: str | None = None, progres
   s = config.sampling
   shape = data_shape(config)
   device = next(model.parameters()).device
-  inverse = datasets.get_data_inverse_scaler(config)
+  inverse = datasets.get_data_inverse_scaler(config.data)
   gen = torch.Generator(device=device).manual_seed(s.seed if seed is None else seed)
   labels = labels_for(config, num_samples, device) if labels is None else labels
   out, nfe = [], 0
@@ -205,7 +206,7 @@ def generate(config, model, num_samples: int, solver: str | None = None, progres
       y = None if labels is None else labels[start:start + b]
       score = unlabelled if y is None else scorer(y)
       x_init = None if temperature == 1 else temperature * model.sde.prior_sampling((b,) + shape, gen, device)
-      with autocast(config, device):
+      with autocast(config.runtime.amp, device):
         res = run_sampler(model.sde, score, (b,) + shape, solver, x_init=x_init,
                           steps=s.steps or None, generator=gen, device=device, eps=s.eps,
                           denoise=s.noise_removal, progress=progress, **kwargs)

@@ -1,8 +1,8 @@
 """Inputs of `--mode inpaint` / `--mode colorize`: images from a file or the test split, and
-inpainting masks from a file or by name. The solvers are in `score_sde.maths.inverse`.
+inpainting masks from a file or by name. The solvers are in `score_sde.sampling.inverse`.
 
 Masks are 1 where a pixel is known and 0 where it is to be filled, `[n, 1, H, W]` (one mask
-for every channel), as `score_sde.maths.inverse.inpaint` expects.
+for every channel), as `score_sde.sampling.inverse.inpaint` expects.
 """
 from __future__ import annotations
 

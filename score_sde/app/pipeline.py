@@ -25,7 +25,7 @@ from score_sde.data import datasets
 from score_sde.files import visualize
 from score_sde.errors import ConfigError, UserError
 from score_sde.app.generate import generate, guided_score_fn, load_eval_model, load_guidance_classifier
-from score_sde.models import data_shape
+from score_sde.app.build import data_shape
 from score_sde.files.workdir import ckpt_dir, latest_checkpoint
 
 
@@ -68,7 +68,7 @@ def _locate(path: str) -> tuple[str, str]:
 
 def _recorded_config(checkpoint: str):
   """The config recorded in `checkpoint` (read fully, checksums verified)."""
-  from score_sde.models import checkpoint_config
+  from score_sde.app.loading import checkpoint_config
   try:
     state = ckpt.read_checkpoint(checkpoint)
   except (ckpt.CheckpointError, OSError) as e:
@@ -149,7 +149,7 @@ class Pipeline:
     dequantised as --mode likelihood does, through the PF-ODE ('ode'; eval.bpd_divergence,
     sampling.rtol / atol) or the DDPM variational bound ('vlb'). A conditional model's is
     its unconditional density (the null label)."""
-    from score_sde.evaluation.loop import _batch_values
+    from score_sde.app.eval_loop import _batch_values
     if method not in ('ode', 'vlb'):
       raise UserError(f"method = {method!r}: choose 'ode' or 'vlb'")
     x = self._input(x).to(self.device)
@@ -164,7 +164,7 @@ class Pipeline:
     """Latents x_T `[B, ...]` (float) of data `x` through the probability-flow ODE from
     sampling.eps to T (the config's ode_method, rtol / atol unless given). `label`: the class
     the score is conditioned on (conditional models; None: unconditional)."""
-    x = datasets.get_data_scaler(self.config)(self._input(x).to(self.device))
+    x = datasets.get_data_scaler(self.config.data)(self._input(x).to(self.device))
     return self._flow(x, self.config.sampling.eps, self.model.sde.T, label, rtol, atol).cpu()
 
   def decode(self, z, label=None, rtol: float | None = None, atol: float | None = None,
@@ -175,7 +175,7 @@ class Pipeline:
     z = torch.as_tensor(z, dtype=torch.float32).to(self.device)
     self._check_shape(z)
     x = self._flow(z, self.model.sde.T, self.config.sampling.eps, label, rtol, atol)
-    x = datasets.get_data_inverse_scaler(self.config)(x).cpu()
+    x = datasets.get_data_inverse_scaler(self.config.data)(x).cpu()
     return self._output(x) if uint8 else x
 
   def interpolate(self, x0, x1, num: int = 8, label=None, uint8: bool = True) -> torch.Tensor:
@@ -192,7 +192,7 @@ class Pipeline:
   # ---------------------------------------------------------------- helpers
   def _flow(self, x, t0: float, t1: float, label, rtol, atol) -> torch.Tensor:
     """x integrated along the PF-ODE from t0 to t1, in batches of sampling.batch_size."""
-    from score_sde.sampling.ode import ode_integrate, probability_flow_drift
+    from score_sde.maths.pf_ode import ode_integrate, probability_flow_drift
     s, out = self.config.sampling, []
     if label is not None and not self.config.model.class_conditional:
       raise UserError('label needs a class-conditional model (model.class_conditional)')

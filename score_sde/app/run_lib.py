@@ -30,6 +30,7 @@ from score_sde.errors import Interrupted, TrainingError, UserError  # noqa: F401
 from score_sde.app.generate import ensure_writable, generate
 from score_sde.runtime.progress import progress
 from score_sde.training.stop_signals import StopAgreement, StopSignals
+from score_sde.app.build_train import build_trainer
 from score_sde.training.trainer import Trainer
 from score_sde.files.workdir import ckpt_dir
 
@@ -56,9 +57,9 @@ def train(config, workdir: str, task: str = 'score') -> dict:
 
 def _train(config, workdir: str, task: str) -> dict:
   """`train` while holding the workdir's lock; rank 0 appends every log line to <folder>/log.txt
-  and writes config.json and run.json there once resuming succeeded (score_sde.files.run_record;
+  and writes config.json and run.json there once resuming succeeded (score_sde.app.run_record;
   <folder> is the workdir, or <workdir>/classifier)."""
-  from score_sde.files import run_record
+  from score_sde.app import run_record
   folder = os.path.dirname(ckpt_dir(workdir, task))
   rank0 = os.environ.get('RANK', '0').strip() in ('', '0')
   with run_record.log_file(folder) if rank0 else contextlib.nullcontext():
@@ -68,8 +69,8 @@ def _train(config, workdir: str, task: str) -> dict:
 def _train_logged(config, workdir: str, task: str, folder: str) -> dict:
   """`_train` with its log file open: restore, write the run records, then the loop."""
   from torch.utils.tensorboard import SummaryWriter
-  from score_sde.files import run_record
-  trainer = Trainer(config, workdir, task)
+  from score_sde.app import run_record
+  trainer = build_trainer(config, workdir, task)
   try:
     trainer.restore()
     main = trainer.dist.is_main
@@ -124,9 +125,9 @@ def _after_step(config, trainer: Trainer, writer, metrics: dict, bar) -> None:
       logging.info('step %d: %s', step, ', '.join(f'{k} {v:.5g}' for k, v in values.items()))
   if step % tr.snapshot_freq_for_preemption == 0 or step % tr.snapshot_freq == 0 or step == tr.n_iters:
     trainer.save()
-    if trainer.task == 'classifier' and writer is not None:
+    if trainer.task.name == 'classifier' and writer is not None:
       _classifier_accuracy(config, trainer, writer)
-  if trainer.task == 'classifier':
+  if trainer.task.name == 'classifier':
     return
   sample_now = step % tr.snapshot_freq == 0 or (tr.sample_freq > 0 and step % tr.sample_freq == 0)
   if tr.snapshot_sampling and sample_now and writer is not None:
@@ -137,10 +138,10 @@ def _classifier_accuracy(config, trainer: Trainer, writer, bins: int = 5) -> Non
   """The classifier's test accuracy on x_t in `bins` equal ranges of t, as TensorBoard scalars
   accuracy/t_<lo>-<hi> (EMA weights, restored afterwards)."""
   from score_sde.training.classifier import accuracy_by_noise_level
-  test = datasets.load_split(config, 'test')
+  test = datasets.load_split(config.data, 'test')
   loader = datasets.InfiniteLoader(test, min(config.eval.batch_size, len(test)), seed=config.seed,
                                    shuffle=False, drop_last=False, device=trainer.device)
-  scaler, gen = datasets.get_data_scaler(config), torch.Generator(device=trainer.device).manual_seed(0)
+  scaler, gen = datasets.get_data_scaler(config.data), torch.Generator(device=trainer.device).manual_seed(0)
   trainer.ema.store(trainer.params)
   trainer.ema.copy_to(trainer.params)
   trainer.model.eval()

@@ -15,7 +15,7 @@ from score_sde.errors import UserError
 from score_sde.app.generate import (ensure_writable, generate, grid_row, labels_for,
                                 load_eval_model, load_guidance_classifier,
                                 solver_kwargs, write_output)
-from score_sde.models import is_vector_data
+from score_sde.app.build import is_vector_data
 from score_sde.runtime.progress import progress
 from score_sde.files.workdir import grid_cache_in
 
@@ -33,13 +33,13 @@ def sample(config, workdir: str, solver: str | None = None, checkpoint: str = ''
   i runs on rank i % world_size and rank 0 gathers and writes, so any number of ranks writes
   the same samples."""
   from score_sde.runtime import distributed
-  from score_sde.evaluation.preflight import check_solver
+  from score_sde.app.eval_preflight import check_solver
   from score_sde.runtime.device import get_device
   ensure_writable(os.path.join(workdir, 'samples'), 'samples')
-  grid_cache_in(config, workdir)
+  grid_cache_in(config.sampling, workdir)
   solver = (solver or config.sampling.method).lower()
   check_solver(config, solver)
-  with distributed.ranks(get_device(config)) as dist:
+  with distributed.ranks(get_device(config.runtime)) as dist:
     model, path = load_eval_model(config, workdir, checkpoint)
     classifier = load_guidance_classifier(config, workdir, next(model.parameters()).device)
     mine = distributed.agree(dist, lambda: _draw_batches(config, model, solver, classifier, dist),
@@ -92,7 +92,7 @@ def inverse_problem(config, workdir: str, task: str, solver: str | None = None,
   if is_vector_data(config):
     raise UserError(f'{task} works on images; config.model.name = {config.model.name!r} takes vectors')
   x0 = _inverse_inputs(config)
-  with distributed.ranks(get_device(config)) as dist:
+  with distributed.ranks(get_device(config.runtime)) as dist:
     model, path = load_eval_model(config, workdir, checkpoint)
     bs = config.sampling.batch_size
     mine = distributed.agree(dist, lambda: [
@@ -119,20 +119,20 @@ def _inverse_inputs(config) -> torch.Tensor:
   d, inv = config.data, config.inverse
   if inv.source:
     return inverse_cli.load_images(inv.source, d.num_channels, d.image_size)[:inv.num_images]
-  test = datasets.load_split(config, 'test')
+  test = datasets.load_split(config.data, 'test')
   return torch.stack([test[i][0] for i in range(min(inv.num_images, len(test)))])
 
 
 def _inverse_batch(config, model, task: str, solver: str, x0_all, i: int):
   """(input shown, result in [0, 1]) `[b, C, H, W]` (CPU) of batch i of `inverse_problem`."""
-  from score_sde.maths import inverse
+  from score_sde.sampling import inverse
   from score_sde.app import inverse_cli
   from score_sde.data.loader import mix_seed
   from score_sde.app.generate import non_finite_cause
   s, inv, device = config.sampling, config.inverse, next(model.parameters()).device
   sl = slice(i * s.batch_size, (i + 1) * s.batch_size)
   x0 = x0_all[sl].to(device)
-  scaler, inverse_scaler = datasets.get_data_scaler(config), datasets.get_data_inverse_scaler(config)
+  scaler, inverse_scaler = datasets.get_data_scaler(config.data), datasets.get_data_inverse_scaler(config.data)
   kwargs = dict(steps=s.steps or None, eps=s.eps, denoise=s.noise_removal,
                 generator=torch.Generator(device=device).manual_seed(mix_seed(s.seed, i)))
   method = inv.method or ('project' if solver == 'pc' else 'score')
@@ -174,7 +174,7 @@ def interpolate(config, workdir: str, checkpoint: str = '') -> str:
     images = inverse_cli.load_images(config.inverse.source, d.num_channels, d.image_size)
     where = config.inverse.source
   else:
-    test = datasets.load_split(config, 'test')
+    test = datasets.load_split(config.data, 'test')
     count = min(len(test), max(s.interpolate_images) + 1)
     images, where = [test[i][0] for i in range(count)], 'the test split'
   if max(s.interpolate_images) >= len(images):

@@ -1,15 +1,15 @@
 """Datasets for score-based models: `DATASETS`, `get_dataset`, data scalers, dequantisation.
 
-`get_dataset(config, split)` returns a `torch.utils.data.Dataset` of `(x, y)` items:
-  - images: x float32 `[C, H, W]`, H = W = config.data.image_size, C = config.data.num_channels
+`get_dataset(data, split)` returns a `torch.utils.data.Dataset` of `(x, y)` items:
+  - images: x float32 `[C, H, W]`, H = W = data.image_size, C = data.num_channels
     (grey <-> RGB converted as needed), values k / 255 for 8-bit k, so x in [0, 1];
     y an int64 scalar tensor (the class, 0 if the data has none);
   - 2-D toys: x float32 `[2]`, unscaled (roughly in [-4, 4]); y the component (see toy_data).
 Small sets (toys, digits, CIFAR-10, MNIST) are `InMemoryDataset`s (images as uint8 in memory);
 image folders are read lazily from disk. Nothing is ever downloaded: missing files raise a
-one-line `FileNotFoundError` saying what to put where. An empty config.data.root means
+one-line `FileNotFoundError` saying what to put where. An empty data.root means
 DEFAULT_ROOT. Batches come from `InfiniteLoader` (score_sde.data.loader, re-exported here); the
-training loop applies `dequantize` (if config.data.uniform_dequantization) and then the scaler.
+training loop applies `dequantize` (if data.uniform_dequantization) and then the scaler.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from score_sde.data import toy_data
 from score_sde.data.loader import InfiniteLoader
+from score_sde.errors import UserError
 from score_sde.data.readers import (IMAGE_EXTENSIONS, ImageFolderDataset, InMemoryDataset,
                                     convert_channels, file_identities, folder_labels, list_images,
                                     locate, read_cifar_batch, read_idx, resize_uint8)
@@ -46,8 +47,8 @@ MNIST_FILES = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
 # ----------------------------------------------------------------------------- scaling
 
 
-def _is_toy(config) -> bool:
-  return config.data.dataset.lower() in toy_data.TOYS
+def _is_toy(data) -> bool:
+  return data.dataset.lower() in toy_data.TOYS
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -62,20 +63,20 @@ def _from_centered(x: torch.Tensor) -> torch.Tensor:
   return (x + 1) / 2
 
 
-def get_data_scaler(config) -> Callable[[torch.Tensor], torch.Tensor]:
-  """[0, 1] data -> [-1, 1] (x -> 2x - 1) if config.data.centered, else (and for toys) identity."""
-  return _to_centered if config.data.centered and not _is_toy(config) else _identity
+def get_data_scaler(data) -> Callable[[torch.Tensor], torch.Tensor]:
+  """[0, 1] data -> [-1, 1] (x -> 2x - 1) if data.centered, else (and for toys) identity."""
+  return _to_centered if data.centered and not _is_toy(data) else _identity
 
 
-def data_range(config) -> tuple[float, float]:
-  """The (lo, hi) range of image data after `get_data_scaler(config)`: (-1, 1) when centred,
+def data_range(data) -> tuple[float, float]:
+  """The (lo, hi) range of image data after `get_data_scaler(data)`: (-1, 1) when centred,
   else (0, 1)."""
-  return (-1.0, 1.0) if config.data.centered else (0.0, 1.0)
+  return (-1.0, 1.0) if data.centered else (0.0, 1.0)
 
 
-def get_data_inverse_scaler(config) -> Callable[[torch.Tensor], torch.Tensor]:
-  """The inverse of `get_data_scaler(config)`: [-1, 1] -> [0, 1] when centred, else identity."""
-  return _from_centered if config.data.centered and not _is_toy(config) else _identity
+def get_data_inverse_scaler(data) -> Callable[[torch.Tensor], torch.Tensor]:
+  """The inverse of `get_data_scaler(data)`: [-1, 1] -> [0, 1] when centred, else identity."""
+  return _from_centered if data.centered and not _is_toy(data) else _identity
 
 
 def dequantize(x: torch.Tensor, generator: Optional[torch.Generator] = None,
@@ -99,25 +100,25 @@ def dequantize(x: torch.Tensor, generator: Optional[torch.Generator] = None,
 # ----------------------------------------------------------------------------- builders
 
 
-def _root(config) -> str:
-  return config.data.root or DEFAULT_ROOT
+def _root(data) -> str:
+  return data.root or DEFAULT_ROOT
 
 
-def _in_memory(config, split: str, images: torch.Tensor, labels) -> InMemoryDataset:
-  """uint8 `[N, c, h, w]` -> an InMemoryDataset at config's channels and size (bilinear resize)."""
-  images = resize_uint8(convert_channels(images, config.data.num_channels),
-                        config.data.image_size)
+def _in_memory(data, split: str, images: torch.Tensor, labels) -> InMemoryDataset:
+  """uint8 `[N, c, h, w]` -> an InMemoryDataset at the configured channels and size (bilinear resize)."""
+  images = resize_uint8(convert_channels(images, data.num_channels),
+                        data.image_size)
   return InMemoryDataset(images, torch.as_tensor(np.asarray(labels), dtype=torch.int64),
-                         random_flip=config.data.random_flip and split == 'train')
+                         random_flip=data.random_flip and split == 'train')
 
 
-def _toy(name: str, config, split: str) -> InMemoryDataset:
-  """config.data.toy_size points of a toy (toy_data.TOYS), seeded by TOY_SEEDS[split]."""
-  x, y = toy_data.sample_toy(name, config.data.toy_size, TOY_SEEDS[split])
+def _toy(name: str, data, split: str) -> InMemoryDataset:
+  """data.toy_size points of a toy (toy_data.TOYS), seeded by TOY_SEEDS[split]."""
+  x, y = toy_data.sample_toy(name, data.toy_size, TOY_SEEDS[split])
   return InMemoryDataset(x, y)
 
 
-def _digits(config, split: str) -> InMemoryDataset:
+def _digits(data, split: str) -> InMemoryDataset:
   """scikit-learn's 1797 8x8 digits (values 0..16 -> k = round(16ths * 255)), 10 classes. A fixed
   permutation (numpy default_rng(0)) puts the first DIGITS_TRAIN in train, the other 297 in test."""
   from sklearn.datasets import load_digits   # shipped with scikit-learn: no download
@@ -125,51 +126,51 @@ def _digits(config, split: str) -> InMemoryDataset:
   images = np.rint(digits.images * (255 / 16)).astype(np.uint8)
   order = np.random.default_rng(0).permutation(len(images))
   keep = order[:DIGITS_TRAIN] if split == 'train' else order[DIGITS_TRAIN:]
-  return _in_memory(config, split, torch.from_numpy(images[keep])[:, None], digits.target[keep])
+  return _in_memory(data, split, torch.from_numpy(images[keep])[:, None], digits.target[keep])
 
 
-def _cifar10(config, split: str) -> InMemoryDataset:
+def _cifar10(data, split: str) -> InMemoryDataset:
   """CIFAR-10 python batches in <root>/cifar-10-batches-py/ or <root>: 32x32 RGB, 10 classes."""
-  root = _root(config)
+  root = _root(data)
   names = tuple(f'data_batch_{i}' for i in range(1, 6)) if split == 'train' else ('test_batch',)
   dirs = [os.path.join(root, 'cifar-10-batches-py'), root]
   paths = locate(dirs, names, gz=False)
   if paths is None:
     raise FileNotFoundError(
         f"cifar10: expected data_batch_1..5 and test_batch in '{dirs[0]}' (or '{root}'); "
-        f"download {CIFAR_URL} and extract it into '{root}' (config.data.root)")
+        f"download {CIFAR_URL} and extract it into '{root}' (data.root)")
   parts = [read_cifar_batch(p) for p in paths]
   images = torch.from_numpy(np.concatenate([d for d, _ in parts]))
-  return _in_memory(config, split, images, np.concatenate([l for _, l in parts]))
+  return _in_memory(data, split, images, np.concatenate([l for _, l in parts]))
 
 
-def _mnist(config, split: str) -> InMemoryDataset:
+def _mnist(data, split: str) -> InMemoryDataset:
   """MNIST idx files (plain or .gz) in <root> or <root>/MNIST/raw: 28x28 grey, 10 classes.
   image_size 29..32 zero-pads symmetrically (the usual 32x32 MNIST); other sizes resize."""
-  root = _root(config)
+  root = _root(data)
   names = MNIST_FILES['train' if split == 'train' else 't10k']
   dirs = [root, os.path.join(root, 'MNIST', 'raw')]
   paths = locate(dirs, names, gz=True)
   if paths is None:
     every = ', '.join(n + '[.gz]' for pair in MNIST_FILES.values() for n in pair)
     raise FileNotFoundError(f"mnist: expected {every} in '{root}' (or '{dirs[1]}'); "
-                            f"download them from {MNIST_URL} into '{root}' (config.data.root)")
+                            f"download them from {MNIST_URL} into '{root}' (data.root)")
   images = torch.from_numpy(read_idx(paths[0]))[:, None]
-  size = config.data.image_size
+  size = data.image_size
   if 28 < size <= 32:
     lo, hi = (size - 28) // 2, (size - 28) - (size - 28) // 2
     images = F.pad(images, (lo, hi, lo, hi))
-  return _in_memory(config, split, images, read_idx(paths[1]))
+  return _in_memory(data, split, images, read_idx(paths[1]))
 
 
-def _image_folder(config, split: str) -> ImageFolderDataset:
+def _image_folder(data, split: str) -> ImageFolderDataset:
   """Image files (IMAGE_EXTENSIONS, any depth) under <root>/train and <root>/test when both exist;
   otherwise all images under <root>, split 95/5 by a fixed permutation (numpy default_rng(0)).
   Labels: the sorted class-subfolder index when every image is in a subfolder, else 0.
   The splits are disjoint by construction: each real file is listed once (links followed, each
   real folder entered once, see `list_images`), the walk of one split folder never enters the
   other, and an image reachable from both train/ and test/ (a link) belongs to test only."""
-  root = _root(config)
+  root = _root(data)
   split_dirs = [os.path.join(root, s) for s in SPLITS]
   if all(os.path.isdir(d) for d in split_dirs):
     bases = split_dirs
@@ -190,11 +191,11 @@ def _image_folder(config, split: str) -> ImageFolderDataset:
     files, labels = [files[i] for i in keep], [labels[i] for i in keep]
   if not files:
     raise FileNotFoundError(
-        f"{config.data.dataset}: no {'/'.join(IMAGE_EXTENSIONS)} images for split '{split}' under "
-        f"'{' or '.join(bases)}'; put images in '{root}' (config.data.root), optionally in "
+        f"{data.dataset}: no {'/'.join(IMAGE_EXTENSIONS)} images for split '{split}' under "
+        f"'{' or '.join(bases)}'; put images in '{root}' (data.root), optionally in "
         f"train/ and test/ and in class subfolders")
-  return ImageFolderDataset(files, labels, config.data.image_size, config.data.num_channels,
-                            random_flip=config.data.random_flip and split == 'train')
+  return ImageFolderDataset(files, labels, data.image_size, data.num_channels,
+                            random_flip=data.random_flip and split == 'train')
 
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
@@ -213,24 +214,23 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 
 
-def load_split(config, split: str) -> Dataset:
+def load_split(data, split: str) -> Dataset:
   """`get_dataset`, with a missing or malformed dataset reported as a one-line UserError."""
-  from score_sde.errors import UserError
   try:
-    return get_dataset(config, split)
+    return get_dataset(data, split)
   except (FileNotFoundError, ValueError) as e:
     raise UserError(str(e)) from None
 
 
-def get_dataset(config, split: str) -> Dataset:
-  """The `split` ('train' | 'test') of config.data.dataset (case-insensitive, see DATASETS).
+def get_dataset(data, split: str) -> Dataset:
+  """The `split` ('train' | 'test') of data.dataset (case-insensitive, see DATASETS).
 
   Items are `(x, y)` as described in the module docstring; no dequantisation and no scaling.
   """
-  name = config.data.dataset.lower()
+  name = data.dataset.lower()
   if name not in DATASETS:
-    raise ValueError(f"unknown dataset '{config.data.dataset}'; choose one of: "
+    raise ValueError(f"unknown dataset '{data.dataset}'; choose one of: "
                      f"{', '.join(DATASETS)}")
   if split not in SPLITS:
     raise ValueError(f"unknown split '{split}'; choose one of: {', '.join(SPLITS)}")
-  return DATASETS[name](config, split)
+  return DATASETS[name](data, split)

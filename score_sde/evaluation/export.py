@@ -18,6 +18,7 @@ import zipfile
 import numpy as np
 
 from score_sde.files.atomic import atomic_file
+from score_sde.files.visualize import save_png
 from score_sde.errors import UserError
 
 EXPORTS = ('', 'png', 'npz', 'both')
@@ -58,7 +59,6 @@ def export_paths(out_root: str, name: str, what: str) -> list[str]:
 def export_samples(shards: list[str], out_root: str, name: str, what: str, flat: bool) -> list[str]:
   """Write the samples of the `shards` (samples_<i>.npz, in order) as `what` says (see the module
   docstring); returns what was written."""
-  from score_sde.files.visualize import save_png
   if not what:
     return []
   if flat and what != 'npz':

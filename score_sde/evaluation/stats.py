@@ -14,9 +14,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from score_sde.runtime.progress import progress as progress_bar
 
 from score_sde.evaluation.metrics import feature_statistics
+from score_sde.files.atomic import atomic_file
+from score_sde.runtime.progress import progress as progress_bar
 
 
 class Activations(NamedTuple):
@@ -135,7 +136,6 @@ def _stats_problem(arrays: dict, dim: int | None) -> str | None:
 def _save_cache(path: str, stats: FeatureStats) -> None:
   """Write the cache atomically (an O_EXCL temporary file + rename, score_sde.files.atomic), so a
   crash never leaves half a file and a planted link is never written through."""
-  from score_sde.files.atomic import atomic_file
   arrays = {'mu': stats.mu, 'sigma': stats.sigma}
   if stats.pool3 is not None:
     arrays['pool3'] = stats.pool3

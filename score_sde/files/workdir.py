@@ -42,7 +42,8 @@ def last_good_checkpoint(workdir: str, task: str = 'score') -> str | None:
   return None
 
 
-def grid_cache_in(config, workdir: str) -> None:
-  """Optimized time grids are cached in <workdir>/grids unless sampling.grid_cache_dir is set."""
-  if config.sampling.grid == 'optimized' and not config.sampling.grid_cache_dir:
-    config.sampling.grid_cache_dir = os.path.join(workdir, 'grids')
+def grid_cache_in(sampling, workdir: str) -> None:
+  """Optimized time grids are cached in <workdir>/grids unless `sampling.grid_cache_dir` (the
+  config's sampling section, set here) is set."""
+  if sampling.grid == 'optimized' and not sampling.grid_cache_dir:
+    sampling.grid_cache_dir = os.path.join(workdir, 'grids')

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     from score_sde.app.config_check import validate
-    from score_sde.models import load_checkpoint
+    from score_sde.app.loading import load_checkpoint
     config = load_config(args.config)
     validate(config)
     if args.command == 'export-diffusers':

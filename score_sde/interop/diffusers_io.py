@@ -113,10 +113,10 @@ def diffusers_config(path: str, base=None):
 def load_diffusers(path: str, device='cpu', config=None):
   """The `ScoreModel` of diffusers folder `path` (see the module docstring), in eval mode;
   `config`: ours to start from (its sampler settings are kept unless the scheduler sets them)."""
-  from score_sde.models import create_model
-  from score_sde.maths.sdes import get_sde
+  from score_sde.app.build import create_model
+  from score_sde.app.build import build_sde
   config, fam, unet_dir, state = diffusers_config(path, config)
-  model = create_model(config, get_sde(config))
+  model = create_model(config, build_sde(config))
   pairs = dmap.module_pairs(config, fam, config.model.attn_every_up_block)
   assert len(pairs) == len(model.net.all_modules), 'diffusers map out of step with the network'
   ours = model.net.state_dict()
@@ -162,7 +162,7 @@ def _source_model(source, config, use_ema: bool):
     return model, model.config
   if config is None:
     raise UserError(f'exporting checkpoint {source} needs its config (--config)')
-  from score_sde.models import load_checkpoint
+  from score_sde.app.loading import load_checkpoint
   return load_checkpoint(source, config, use_ema=use_ema), config
 
 

@@ -50,7 +50,7 @@ def save_safetensors(model, path: str, config) -> None:
   """Write `model` (a ScoreModel: its network's weights, e.g. the EMA ones) to `path`, with the
   resolved `config` and the model's conventions in the metadata."""
   from score_sde.models import checkpoint_metadata
-  meta = checkpoint_metadata(config, model)
+  meta = checkpoint_metadata(config.model.name, model)
   write_tensors(path, model.net.state_dict(), {
       'score_sde_format': FORMAT, 'config': config.to_json(), 'meta': json.dumps(meta)})
 
@@ -92,14 +92,15 @@ def load_safetensors(path: str, config=None, device='cpu'):
   """The `ScoreModel` of our safetensors file `path`, in eval mode, with `.config` set: the
   config stored in the file, or `config` (which must agree with the file's SDE, network and
   conventions)."""
-  from score_sde.models import check_metadata, create_model
-  from score_sde.maths.sdes import get_sde
+  from score_sde.models import check_metadata
+  from score_sde.app.build import create_model
+  from score_sde.app.build import build_sde
   from score_sde.files.checkpoint import load_weights
   tensors, info = read_meta(path)
   if config is None:
     config = config_from_json(info['config'], path)
-  model = create_model(config, get_sde(config))
-  check_metadata(info['meta'], config, model, path)
+  model = create_model(config, build_sde(config))
+  check_metadata(info['meta'], config.model.name, model, path)
   load_weights(model.net, tensors, where=path)
   model.config = config
   return model.to(device).eval()

@@ -135,7 +135,7 @@ def variance_fn(score_fn):
   return getattr(score_fn, 'score_and_variance', None)
 
 
-def output_channels(config) -> int:
-  """Channels a network outputs for `config`: the data's, doubled when it also learns its
-  variance (`config.model.learn_sigma`)."""
-  return config.data.num_channels * (2 if config.model.learn_sigma else 1)
+def output_channels(num_channels: int, learn_sigma: bool) -> int:
+  """Channels a network outputs: the data's `num_channels`, doubled when it also learns its
+  variance (`model.learn_sigma`)."""
+  return num_channels * (2 if learn_sigma else 1)

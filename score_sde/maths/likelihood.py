@@ -25,8 +25,7 @@ import math
 
 import torch
 
-from score_sde.sampling.ode import ADAPTIVE_METHODS, FIXED_STEP_METHODS
-from score_sde.sampling.ode import no_overshoot, probability_flow_drift
+from score_sde.maths.pf_ode import ADAPTIVE_METHODS, FIXED_STEP_METHODS, no_overshoot, probability_flow_drift
 from score_sde.maths.sdes import SDE
 from score_sde.maths.utils import batch_sum, full_t, randn
 

@@ -227,15 +227,4 @@ class VESDE(_GaussianPrior, SDE):
 
 SDES = {'vpsde': VPSDE, 'subvpsde': SubVPSDE, 'vesde': VESDE}
 
-__all__ = ['SDE', 'ReverseSDE', 'VPSDE', 'SubVPSDE', 'VESDE', 'SDES', 'get_sde']
-
-
-def get_sde(config) -> SDE:
-  """Build the SDE named by `config.training.sde` from `config.model`'s schedule keys."""
-  name = config.training.sde.lower()
-  m = config.model
-  if name == 'vesde':
-    return VESDE(m.sigma_min, m.sigma_max, m.num_scales)
-  if name in SDES:
-    return SDES[name](m.beta_min, m.beta_max, m.num_scales, m.schedule)
-  raise ValueError(f"unknown SDE '{config.training.sde}'; choose one of: {', '.join(SDES)}")
+__all__ = ['SDE', 'ReverseSDE', 'VPSDE', 'SubVPSDE', 'VESDE', 'SDES']

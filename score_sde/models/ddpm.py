@@ -8,7 +8,7 @@ two-layer MLP. Modules sit in one flat `all_modules` ModuleList in the reference
 On the up path at an attention resolution, score_sde_pytorch's port has one attention block per
 level (after the level's last residual block). Ho et al.'s network (diffusion_tf, and diffusers'
 `AttnUpBlock2D`, e.g. google/ddpm-cifar10-32) has one after every residual block there:
-`config.model.attn_every_up_block=True` builds that layout (two more attention blocks at
+`model.attn_every_up_block=True` builds that layout (two more attention blocks at
 CIFAR-10's settings); off, the layout is score_sde_pytorch's, unchanged.
 """
 from __future__ import annotations
@@ -29,25 +29,27 @@ class DDPM(nn.Module):
   loss; divided by `sigmas[labels]` when `scale_by_sigma`).
 
   `labels` is the time label of the sinusoidal embedding (the integer step for discrete
-  training, 999 t for continuous VP). With `config.model.class_conditional`, `label_emb`
+  training, 999 t for continuous VP). With `model.class_conditional`, `label_emb`
   (num_classes + 1 rows, the last one the null label) is added to the time embedding.
   """
 
-  def __init__(self, config):
+  def __init__(self, m, data):
+    """m: the model hyper-parameters (`config.model`); data: `config.data` (image_size,
+    num_channels, centered, num_classes)."""
     super().__init__()
-    m = config.model
-    self.act = act = get_act(config)
-    self.register_buffer('sigmas', torch.tensor(get_sigmas(config)))  # float64, as the reference
+    self.act = act = get_act(m.nonlinearity)
+    sigmas = get_sigmas(m.sigma_min, m.sigma_max, m.num_scales)
+    self.register_buffer('sigmas', torch.tensor(sigmas))  # float64, as the reference
     self.nf, self.ch_mult = nf, ch_mult = m.nf, tuple(m.ch_mult)
     self.num_res_blocks, self.attn_resolutions = m.num_res_blocks, tuple(m.attn_resolutions)
     self.num_resolutions = len(ch_mult)
-    self.all_resolutions = [config.data.image_size // 2 ** i for i in range(self.num_resolutions)]
+    self.all_resolutions = [data.image_size // 2 ** i for i in range(self.num_resolutions)]
     self.attn_at_level = [r in self.attn_resolutions for r in self.all_resolutions]
-    self.conditional, self.centered = m.conditional, config.data.centered
+    self.conditional, self.centered = m.conditional, data.centered
     self.scale_by_sigma = m.scale_by_sigma
     self.attn_every_up_block = bool(m.get('attn_every_up_block', False))
     resblock = functools.partial(ResnetBlockDDPM, act=act, temb_dim=4 * nf, dropout=m.dropout)
-    channels = config.data.num_channels
+    channels = data.num_channels
 
     modules = [dense(nf, 4 * nf), dense(4 * nf, 4 * nf)] if self.conditional else []
     modules.append(ddpm_conv3x3(channels, nf))
@@ -75,11 +77,11 @@ class DDPM(nn.Module):
         modules.append(Upsample(channels=in_ch, with_conv=m.resamp_with_conv))
     assert not hs_c, 'unused skip connections'
     modules.append(nn.GroupNorm(num_channels=in_ch, num_groups=32, eps=1e-6))
-    modules.append(ddpm_conv3x3(in_ch, output_channels(config), init_scale=0.))
+    modules.append(ddpm_conv3x3(in_ch, output_channels(data.num_channels, m.learn_sigma), init_scale=0.))
     self.all_modules = nn.ModuleList(modules)
     self.label_emb = None
     if m.class_conditional:
-      self.label_emb = nn.Embedding(config.data.num_classes + 1, 4 * nf)
+      self.label_emb = nn.Embedding(data.num_classes + 1, 4 * nf)
 
   def forward(self, x: torch.Tensor, labels: torch.Tensor,
               y: torch.Tensor | None = None) -> torch.Tensor:

@@ -24,9 +24,9 @@ _ACTIVATIONS = {
 }
 
 
-def get_act(config) -> nn.Module:
-  """The activation named by `config.model.nonlinearity` (elu | relu | lrelu | swish)."""
-  name = config.model.nonlinearity.lower()
+def get_act(nonlinearity: str) -> nn.Module:
+  """The activation named `nonlinearity` (`model.nonlinearity`: elu | relu | lrelu | swish)."""
+  name = nonlinearity.lower()
   if name not in _ACTIVATIONS:
     raise ValueError(f"unknown nonlinearity '{name}'; choose one of {sorted(_ACTIVATIONS)}")
   return _ACTIVATIONS[name]()
@@ -118,11 +118,10 @@ def ncsn_conv3x3(in_planes: int, out_planes: int, stride: int = 1, bias: bool = 
                            padding=padding), init_scale)
 
 
-def get_sigmas(config) -> np.ndarray:
+def get_sigmas(sigma_min: float, sigma_max: float, num_scales: int) -> np.ndarray:
   """The SMLD noise levels (Song & Ermon 2019): `num_scales` values geometrically spaced from
   `sigma_max` down to `sigma_min`, float64 `[num_scales]`."""
-  m = config.model
-  return np.exp(np.linspace(np.log(m.sigma_max), np.log(m.sigma_min), m.num_scales))
+  return np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num_scales))
 
 
 def class_embedding(label_emb: nn.Embedding, y: torch.Tensor | None, batch: int,

@@ -41,10 +41,11 @@ class MLP(nn.Module):
     self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, out_dim or dim))
 
   @classmethod
-  def from_config(cls, config) -> 'MLP':
-    num_classes = config.data.num_classes if config.model.class_conditional else 0
-    return cls(config.data.num_channels, config.model.hidden, config.model.depth, num_classes,
-               output_channels(config))
+  def from_settings(cls, m, data) -> 'MLP':
+    """The MLP of model hyper-parameters `m` (`config.model`) for data `data` (`config.data`)."""
+    num_classes = data.num_classes if m.class_conditional else 0
+    return cls(data.num_channels, m.hidden, m.depth, num_classes,
+               output_channels(data.num_channels, m.learn_sigma))
 
   def forward(self, x: torch.Tensor, labels: torch.Tensor, y: torch.Tensor | None = None):
     if x.ndim != 2:

@@ -37,43 +37,43 @@ class NCSNpp(nn.Module):
   `time_cond` is sigma for the Fourier embedding (continuous VE), otherwise the label fed to the
   sinusoidal embedding (999 t for continuous VP / sub-VP, the integer index for discrete
   training, also used to look up `sigmas` when `scale_by_sigma`). With
-  `config.model.class_conditional`, `label_emb` (num_classes + 1 rows, the last one the null
+  `model.class_conditional`, `label_emb` (num_classes + 1 rows, the last one the null
   label) is added to the time embedding.
   """
 
-  def __init__(self, config):
+  def __init__(self, m, data):
+    """m: the model hyper-parameters (`config.model`); data: `config.data` (image_size,
+    num_channels, centered, num_classes)."""
     super().__init__()
-    m = config.model
-    self.act = get_act(config)
-    self.register_buffer('sigmas', torch.tensor(get_sigmas(config)))  # float64, as the reference
+    self.act = get_act(m.nonlinearity)
+    sigmas = get_sigmas(m.sigma_min, m.sigma_max, m.num_scales)
+    self.register_buffer('sigmas', torch.tensor(sigmas))  # float64, as the reference
     self.nf, self.ch_mult = m.nf, tuple(m.ch_mult)
     self.num_res_blocks, self.attn_resolutions = m.num_res_blocks, tuple(m.attn_resolutions)
     self.num_resolutions = len(self.ch_mult)
-    self.all_resolutions = [config.data.image_size // 2 ** i for i in range(self.num_resolutions)]
+    self.all_resolutions = [data.image_size // 2 ** i for i in range(self.num_resolutions)]
     self.attn_at_level = [r in self.attn_resolutions for r in self.all_resolutions]
-    self.conditional, self.centered = m.conditional, config.data.centered
+    self.conditional, self.centered = m.conditional, data.centered
     self.scale_by_sigma, self.skip_rescale = m.scale_by_sigma, m.skip_rescale
     self.resblock_type = m.resblock_type.lower()
     self.progressive, self.progressive_input = m.progressive.lower(), m.progressive_input.lower()
     self.embedding_type, self.combine_method = m.embedding_type.lower(), m.progressive_combine.lower()
     self._check_options()
-    if self.embedding_type == 'fourier' and not config.training.continuous:
-      raise ValueError('Fourier features are only used for continuous training.')
     mk = self._factories(m)
     if self.progressive == 'output_skip':
       self.pyramid_upsample = layerspp.Upsample(fir=m.fir, fir_kernel=m.fir_kernel, with_conv=False)
     if self.progressive_input == 'input_skip':
       self.pyramid_downsample = layerspp.Downsample(fir=m.fir, fir_kernel=m.fir_kernel,
                                                     with_conv=False)
-    channels, modules = config.data.num_channels, []
+    channels, modules = data.num_channels, []
     self.build_embedding(modules, m.fourier_scale)
     hs_c = self.build_encoder(modules, mk, channels)
     in_ch = self.build_middle(modules, mk, hs_c[-1])
-    self.build_decoder(modules, mk, hs_c, in_ch, output_channels(config), m.init_scale)
+    self.build_decoder(modules, mk, hs_c, in_ch, output_channels(data.num_channels, m.learn_sigma), m.init_scale)
     self.all_modules = nn.ModuleList(modules)
     self.label_emb = None
     if m.class_conditional:
-      self.label_emb = nn.Embedding(config.data.num_classes + 1, 4 * self.nf)
+      self.label_emb = nn.Embedding(data.num_classes + 1, 4 * self.nf)
 
   def _check_options(self):
     options = {'progressive': ('none', 'output_skip', 'residual'),

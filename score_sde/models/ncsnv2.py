@@ -25,7 +25,7 @@ class NCSNv2(nn.Module):
   """`net(x [B, C, H, W], time_cond [B] int, y=None) -> [B, C, H, W] = refinenet(x) / sigma`.
 
   `time_cond` is the index into `sigmas` (sigma_max ... sigma_min). There is no time embedding,
-  so `config.model.class_conditional` is not supported.
+  so `model.class_conditional` is not supported.
 
   `STAGES`: (name, in_mult, out_mult, dilation); each stage is two residual blocks, the first
   one downsampling (except `res1`). `REFINES` (registration order): (name, stage it reads,
@@ -35,23 +35,25 @@ class NCSNv2(nn.Module):
   REFINES = (('refine1', 'res4', 2, 2), ('refine2', 'res3', 2, 2), ('refine3', 'res2', 2, 1),
              ('refine4', 'res1', 1, 1))
 
-  def __init__(self, config):
+  def __init__(self, m, data):
+    """m: the model hyper-parameters (`config.model`); data: `config.data`."""
     super().__init__()
-    if config.model.class_conditional:
+    if m.class_conditional:
       raise ValueError(f'{type(self).__name__} has no time embedding to add a class embedding to; '
                        'class_conditional is not supported')
-    self.centered = config.data.centered
-    norm = get_normalization(config)
-    self.nf = nf = config.model.nf
-    self.act = act = get_act(config)
-    self.register_buffer('sigmas', torch.tensor(get_sigmas(config)))  # float64, as the reference
-    channels = config.data.num_channels
+    self.centered = data.centered
+    norm = get_normalization(m.normalization)
+    self.nf = nf = m.nf
+    self.act = act = get_act(m.nonlinearity)
+    sigmas = get_sigmas(m.sigma_min, m.sigma_max, m.num_scales)
+    self.register_buffer('sigmas', torch.tensor(sigmas))  # float64, as the reference
+    channels = data.num_channels
     self.begin_conv = nn.Conv2d(channels, nf, 3, stride=1, padding=1)
     self.normalizer = norm(nf)
     self.end_conv = nn.Conv2d(nf, channels, 3, stride=1, padding=1)
     for name, in_mult, out_mult, dilation in self.STAGES:
       down = 'down' if name != 'res1' else None
-      adjust = config.data.image_size == 28 and name == 'res4'  # only used without dilation
+      adjust = data.image_size == 28 and name == 'res4'  # only used without dilation
       setattr(self, name, nn.ModuleList([
           ResidualBlock(in_mult * nf, out_mult * nf, resample=down, act=act, normalization=norm,
                         adjust_padding=adjust, dilation=dilation),

@@ -1,6 +1,6 @@
 """Name -> class table of the score_sde_pytorch score networks (no decorator registry).
 
-Every class is built as `Net(config)` and called as `net(x [B, C, H, W], time_cond [B], y=None)`,
+Every class is built as `Net(config.model, config.data)` and called as `net(x [B, C, H, W], time_cond [B], y=None)`,
 returning `[B, C, H, W]`. Names are score_sde_pytorch's `config.model.name` values.
 """
 from score_sde.models.ddpm import DDPM

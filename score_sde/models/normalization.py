@@ -88,13 +88,12 @@ _NORMS = {
 }
 
 
-def get_normalization(config, conditional: bool = False):
-  """The normalisation class named by `config.model.normalization`.
+def get_normalization(name: str, conditional: bool = False):
+  """The normalisation class named `name` (`model.normalization`).
 
   Unconditional: InstanceNorm | InstanceNorm++ | VarianceNorm, called as `norm(num_features)`.
   Conditional (NCSN): InstanceNorm++ only, called as `norm(num_features, num_classes)`.
   """
-  name = config.model.normalization
   if conditional:
     if name != 'InstanceNorm++':
       raise NotImplementedError(f'conditional {name} is not implemented')

@@ -102,16 +102,17 @@ class ScoreModel(nn.Module):
     return meta
 
 
-def resolve_conventions(config, sde: SDE, default: tuple[str, str] = ('sde', 'sde')) -> tuple[str, str]:
-  """(parameterization, time_label) for `config.model`.
+def resolve_conventions(parameterization: str, time_label: str, continuous: bool, sde: SDE,
+                        default: tuple[str, str] = ('sde', 'sde')) -> tuple[str, str]:
+  """(parameterization, time_label) of a network from `model.parameterization` /
+  `model.time_label` and `training.continuous`.
 
-  Explicit config values win. 'auto' takes the network's declared default (`default`, from
-  its `NETWORKS` entry), where 'sde' means score_sde_pytorch's choice for this SDE
-  (`sde.score_sde_conventions`). A discretely trained model (`training.continuous=False`)
-  is always labelled by its chain index.
+  Explicit values win. 'auto' takes the network's declared default (`default`, from its
+  `NETWORKS` entry), where 'sde' means score_sde_pytorch's choice for this SDE
+  (`sde.score_sde_conventions`). A discretely trained model (`continuous` False) is always
+  labelled by its chain index.
   """
-  m, continuous = config.model, config.training.continuous
-  param, label = m.parameterization, m.time_label
+  param, label = parameterization, time_label
   ref_param, ref_label = sde.score_sde_conventions(continuous)
   if param == 'auto':
     param = ref_param if default[0] == 'sde' else default[0]

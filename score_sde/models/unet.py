@@ -87,10 +87,11 @@ class SmallUNet(nn.Module):
     nn.init.zeros_(self.out[-1].bias)
 
   @classmethod
-  def from_config(cls, config) -> 'SmallUNet':
-    m, d = config.model, config.data
+  def from_settings(cls, m, d) -> 'SmallUNet':
+    """The U-Net of model hyper-parameters `m` (`config.model`) for data `d` (`config.data`)."""
     return cls(d.num_channels, m.nf, tuple(m.ch_mult), tuple(m.attn_resolutions), d.image_size,
-               m.dropout, d.num_classes if m.class_conditional else 0, output_channels(config))
+               m.dropout, d.num_classes if m.class_conditional else 0,
+               output_channels(d.num_channels, m.learn_sigma))
 
   def forward(self, x: torch.Tensor, labels: torch.Tensor, y: torch.Tensor | None = None):
     if x.ndim != 4:

@@ -15,6 +15,7 @@ import math
 import os
 
 from score_sde.files.atomic import probe_writable
+from score_sde.files.checkpoint import save_json
 from score_sde.errors import UserError
 
 CACHE_FILE = 'optimized_grids.json'
@@ -91,7 +92,6 @@ def check_writable(cache_dir: str) -> None:
 def merge(cache_dir: str, key: str, ts: list[float]) -> None:
   """Add key -> ts to the cache: under the lock, re-read, merge and replace atomically."""
   from filelock import FileLock, Timeout
-  from score_sde.files.checkpoint import save_json
   path = cache_path(cache_dir)
   os.makedirs(cache_dir, exist_ok=True)
   try:

@@ -20,7 +20,7 @@ import logging
 import torch
 
 from score_sde.sampling.grids import KernelAt, logsnr_grid, times_of_lambdas
-from score_sde.sampling.ode import ode_integrate, probability_flow_drift
+from score_sde.maths.pf_ode import ode_integrate, probability_flow_drift
 from score_sde.sampling.spec import REGISTRY
 from score_sde.maths.sdes import SDE
 

@@ -9,18 +9,6 @@ import torch
 OPTIMIZERS = {'adam': torch.optim.Adam, 'adamw': torch.optim.AdamW}
 
 
-def get_optimizer(config, params):
-  """The optimizer named by `config.optim.optimizer` (fused kernels on CUDA if asked)."""
-  o = config.optim
-  name = o.optimizer.lower()
-  if name not in OPTIMIZERS:
-    raise ValueError(f"unknown optimizer '{o.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}")
-  params = list(params)
-  fused = bool(o.fused) and all(p.is_cuda for p in params)
-  return OPTIMIZERS[name](params, lr=o.lr, betas=(o.beta1, 0.999), eps=o.eps,
-                          weight_decay=o.weight_decay, fused=fused or None)
-
-
 def learning_rate(step: int, lr: float, warmup: int) -> float:
   """lr * min(step / warmup, 1): linear warm-up from 0 (step counts from 1)."""
   return lr * min(step / warmup, 1.0) if warmup > 0 else lr

@@ -1,10 +1,11 @@
 """The state of one training run (model, EMA, optimizer, data order, step) on one process or
 many (torchrun + DistributedDataParallel), and what keeps it safe: atomic checkpoints that
 record their loss and conventions, resumption, a bounded non-finite-loss policy, and a clean
-stop on SIGTERM / SIGINT. The loop is in run_lib.train.
+stop on SIGTERM / SIGINT. The loop is in `score_sde.app.run_lib.train`; the build layer
+(`score_sde.app.build.build_trainer`) makes the task, settings and data from the config.
 
-Distribution. `config.training.batch_size` is the *global* batch B. With W processes and
-A = `config.training.grad_accum` micro-batches per step, each process reads micro-batches of
+Distribution. `settings.batch_size` is the *global* batch B. With W processes and
+A = `settings.grad_accum` micro-batches per step, each process reads micro-batches of
 b = B / (W A) items: the loader gives rank r the items perm[r::W], so micro-batch m of rank r
 holds global positions W (m b + j) + r, j < b, and the union over ranks and micro-batches of
 one step is exactly the B items one process would read. The training noise (t, z, label
@@ -23,65 +24,48 @@ import os
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from score_sde.files import checkpoint as ckpt
 from score_sde.data import datasets
-from score_sde.runtime import distributed
-from score_sde.training import optim
-from score_sde.app.build import build_classifier, build_loss
-from score_sde.training.classifier import (check_classifier_metadata, classifier_loss, classifier_metadata)
-
 from score_sde.data.loader import mix_seed
 from score_sde.errors import TrainingError, UserError
-from score_sde.models import (ExponentialMovingAverage, check_metadata, checkpoint_metadata,
-                              create_model, data_shape, is_vector_data, trained_with_hint)
-from score_sde.files.run_record import CONFIG_KEY, check_resume, config_to_json
-from score_sde.runtime.device import autocast, get_device
-from score_sde.maths.sdes import get_sde
+from score_sde.files import checkpoint as ckpt
 from score_sde.files.workdir import ckpt_dir, last_good_checkpoint, latest_checkpoint
-
-
-def _load_train_data(config):
-  data = datasets.load_split(config, 'train')
-  want = data_shape(config)
-  got = tuple(data[0][0].shape)
-  if got != want:
-    raise UserError(f'data has shape {got} per item but the config expects {want} '
-                    '(check config.data.image_size / num_channels)')
-  return data
+from score_sde.maths.sdes import SDE
+from score_sde.models import ExponentialMovingAverage
+from score_sde.runtime import distributed
+from score_sde.runtime.device import autocast
+from score_sde.training import optim
+from score_sde.training.task import TrainSettings
 
 
 class Trainer:
   """State of one training run: model, EMA, optimizer, data order and step."""
 
-  def __init__(self, config, workdir: str, task: str = 'score'):
-    self.config, self.workdir, self.task = config, workdir, task
-    self.ckpt_dir = ckpt_dir(workdir, task)
-    self.dist = distributed.setup(get_device(config))
-    self.device = self.dist.device
-    torch.manual_seed(config.seed)  # identical initial weights on every rank
-    self.sde = get_sde(config)
-    try:
-      if task == 'classifier':
-        self.model = build_classifier(config, is_vector_data(config)).to(self.device)
-      else:
-        self.model = create_model(config, self.sde).to(self.device)
-        self.loss_fn = build_loss(config, self.sde)
-    except ValueError as e:
-      raise UserError(str(e)) from None
-    if config.runtime.channels_last:
+  def __init__(self, task, sde: SDE, settings: TrainSettings, data, scaler, make_optimizer,
+               dist: distributed.Dist, workdir: str, record):
+    """task: a `ScoreTask` / `ClassifierTask` (its model built after `torch.manual_seed(seed)`
+    on every rank); data: the training split; scaler: [0, 1] data -> model space;
+    make_optimizer: `params -> optimizer`; dist: this process's group (`distributed.setup`);
+    record: the run's config record (`.json()`, `.check_resume(state, task, where, path)`,
+    `.hint(state, path)`)."""
+    self.task, self.sde, self.settings, self.workdir, self.record = task, sde, settings, workdir, record
+    self.ckpt_dir = ckpt_dir(workdir, task.name)
+    self.dist, self.device = dist, dist.device
+    self.model = task.model.to(self.device)
+    if settings.channels_last:
       self.model = self.model.to(memory_format=torch.channels_last)
     self.params = [p for p in self.model.parameters() if p.requires_grad]
-    self.ema = ExponentialMovingAverage(self.params, decay=config.model.ema_rate)
-    self.optimizer = optim.get_optimizer(config, self.params)
+    self.ema = ExponentialMovingAverage(self.params, decay=settings.ema_rate)
+    self.optimizer = make_optimizer(self.params)
     self.micro = self._micro_batch()
     try:
       self.loader = datasets.InfiniteLoader(
-          _load_train_data(config), self.micro, seed=config.seed, rank=self.dist.rank,
-          world_size=self.dist.world_size, num_workers=config.data.num_workers,
+          data, self.micro, seed=settings.seed, rank=self.dist.rank,
+          world_size=self.dist.world_size, num_workers=settings.num_workers,
           device=self.device, pin_memory=self.device.type == 'cuda')
     except ValueError as e:
       raise UserError(f'training data: {e}') from None
-    self.scaler = datasets.get_data_scaler(config)
+    self.scaler = scaler
+    self.shape = tuple(data[0][0].shape)
     self.step, self.saved_step, self.last_loss, self.nan_skips = 0, -1, None, 0
     self._first_bad = None   # (step, loss) of the first non-finite loss, on the device
     self.ddp = None
@@ -89,10 +73,10 @@ class Trainer:
       ids = [self.device.index] if self.device.type == 'cuda' else None
       self.ddp = DistributedDataParallel(self.model, device_ids=ids)
     wrapped = self.ddp or self.model
-    self.compiled = torch.compile(wrapped) if config.runtime.compile else wrapped
+    self.compiled = torch.compile(wrapped) if settings.compile else wrapped
 
   def _micro_batch(self) -> int:
-    tr, w = self.config.training, self.dist.world_size
+    tr, w = self.settings, self.dist.world_size
     if tr.batch_size % (w * tr.grad_accum):
       raise UserError(f'config.training.batch_size = {tr.batch_size} must be divisible by '
                       f'world_size x grad_accum = {w} x {tr.grad_accum}')
@@ -106,11 +90,11 @@ class Trainer:
             'optimizer': self.optimizer.state_dict(), 'step': self.step, 'rng': rng,
             'loader': {**self.loader.state_dict(), 'stride': self.dist.world_size * self.micro},
             'loss': None if self.last_loss is None else float(self.last_loss), **self._resampler_state(),
-            'meta': self.metadata(), CONFIG_KEY: config_to_json(self.config)}
+            'meta': self.task.metadata(self.sde), **self.record.json()}
 
   def _resampler(self):
     """The importance sampler of t of training.loss='vlb' (None otherwise)."""
-    return getattr(getattr(self, 'loss_fn', None), 'resampler', None)
+    return self.task.resampler
 
   def _resampler_state(self) -> dict:
     r = self._resampler()
@@ -118,17 +102,12 @@ class Trainer:
 
   def weights(self) -> torch.nn.Module:
     """The module whose state dict a checkpoint holds (the network, as score_sde_pytorch)."""
-    return self.model if self.task == 'classifier' else self.model.net
-
-  def metadata(self) -> dict:
-    if self.task == 'classifier':
-      return classifier_metadata(self.sde)
-    return checkpoint_metadata(self.config, self.model)
+    return self.task.weights()
 
   def save(self) -> str:
     """Write checkpoint_<step>.pth (once per step) and prune the rolling ones. A failed write
     (full disk, say) leaves the older checkpoints untouched and is a one-line UserError."""
-    tr = self.config.training
+    tr = self.settings
     path = os.path.join(self.ckpt_dir, f'checkpoint_{self.step}.pth')
     if self.saved_step == self.step:
       return path
@@ -142,7 +121,7 @@ class Trainer:
       ckpt.save_checkpoint(path, self.state())
     except OSError as e:
       why = 'the disk is full' if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
-      last = latest_checkpoint(self.workdir, self.task)
+      last = latest_checkpoint(self.workdir, self.task.name)
       raise UserError(f'cannot write checkpoint {path}: {why}; the run can resume from '
                       f"{last[1] if last else 'the start'} once there is room") from None
     self.saved_step = self.step
@@ -155,7 +134,7 @@ class Trainer:
     """A TrainingError (nothing written) if the weights or the EMA are not finite (one sync)."""
     bad = ckpt.non_finite_weights({'model': self.weights().state_dict(), 'ema': self.ema.state_dict()})
     if bad is not None:
-      good = last_good_checkpoint(self.workdir, self.task)
+      good = last_good_checkpoint(self.workdir, self.task.name)
       raise TrainingError(f'non-finite {bad} at step {self.step}, not written; last good '
                           f"checkpoint: {good or 'none'} (lower optim.lr or raise optim.warmup)")
 
@@ -164,7 +143,7 @@ class Trainer:
     if self.dist.is_main:
       for stale in ckpt.remove_partial_writes(self.ckpt_dir):
         logging.info('removed a partial checkpoint write: %s', stale)
-    found = latest_checkpoint(self.workdir, self.task)
+    found = latest_checkpoint(self.workdir, self.task.name)
     if found is None:
       return
     hint = '(delete it to resume from an older one)'
@@ -174,20 +153,17 @@ class Trainer:
       raise UserError(f'cannot resume from {found[1]}: {e} {hint}') from None
     bad = ckpt.non_finite_weights(state)
     if bad is not None:  # training on would only write more non-finite checkpoints
-      good = last_good_checkpoint(self.workdir, self.task)
+      good = last_good_checkpoint(self.workdir, self.task.name)
       raise ckpt.CheckpointError(
           f'cannot resume from {found[1]}: it has non-finite {bad}; last good checkpoint: '
           f"{good or 'none'} (move the newer checkpoints out of {self.ckpt_dir} to resume from it)")
     # a run resumed with another SDE / network / convention would silently train garbage
-    if self.task == 'classifier':
-      check_classifier_metadata(state.get('meta'), self.sde, f'checkpoint {found[1]}')
-    else:
-      try:
-        check_metadata(state.get('meta'), self.config, self.model, f'checkpoint {found[1]}')
-      except ckpt.CheckpointError as e:
-        raise ckpt.CheckpointError(f'{e}{trained_with_hint(state, self.config, found[1])}') from None
+    try:
+      self.task.check(state.get('meta'), self.sde, f'checkpoint {found[1]}')
+    except ckpt.CheckpointError as e:
+      raise ckpt.CheckpointError(f'{e}{self.record.hint(state, found[1])}') from None
     record = os.path.join(os.path.dirname(self.ckpt_dir), 'config.json')
-    check_resume(state, self.config, self.task, f'checkpoint {found[1]}', record)
+    self.record.check_resume(state, self.task.name, f'checkpoint {found[1]}', record)
     try:
       ckpt.load_weights(self.weights(), state['model'], where=f'checkpoint {found[1]}')
       self.ema.load_state_dict(state['ema'])
@@ -213,41 +189,33 @@ class Trainer:
 
   def _global_noise(self, step: int) -> dict:
     """The noise of every position of step `step`'s global batch (see the module docstring)."""
-    b, shape = self.config.training.batch_size, data_shape(self.config)
-    gen = torch.Generator(device=self.device).manual_seed(mix_seed(self.config.seed, 1, step))
+    b, shape = self.settings.batch_size, self.shape
+    gen = torch.Generator(device=self.device).manual_seed(mix_seed(self.settings.seed, 1, step))
     noise = {'u': torch.rand(b, generator=gen, device=self.device),
              'z': torch.randn((b,) + shape, generator=gen, device=self.device),
              'drop': torch.rand(b, generator=gen, device=self.device)}
-    if self.config.data.uniform_dequantization:
+    if self.settings.uniform_dequantization:
       noise['deq'] = torch.rand((b,) + shape, generator=gen, device=self.device)
     return noise
 
   def _micro_loss(self, x, y, noise) -> torch.Tensor:
-    """The DSM loss of one micro-batch with its share of the global noise."""
-    c = self.config
+    """The task's loss of one micro-batch with its share of the global noise."""
     if 'deq' in noise:
       x = datasets.dequantize(x, u=noise['deq'])
     x = self.scaler(x)
-    if c.runtime.channels_last and x.ndim == 4:
+    if self.settings.channels_last and x.ndim == 4:
       x = x.contiguous(memory_format=torch.channels_last)
-    if self.task == 'classifier':
-      return classifier_loss(self.compiled, self.sde, x, y, eps=c.training.eps,
-                             noise=(noise['u'], noise['z']))
-    if c.model.class_conditional:  # classifier-free guidance: drop labels with prob. p_uncond
-      y = torch.where(noise['drop'] < c.training.p_uncond, torch.full_like(y, c.data.num_classes), y)
-    else:
-      y = None
-    with autocast(c, self.device):
-      out = self.loss_fn(self.compiled, x, y, noise=(noise['u'], noise['z']))
-    if out.vlb_terms is not None:  # training.loss='vlb': L_t values for the t sampler
-      self._vlb_records.append((out.t_index, out.vlb_terms.float()))
-    return out.loss
+    with autocast(self.settings.amp if self.task.autocast else 'none', self.device):
+      loss, vlb_record = self.task.loss(self.compiled, self.sde, x, y, noise, self.settings.t_min)
+    if vlb_record is not None:  # training.loss='vlb': L_t values for the t sampler
+      self._vlb_records.append(vlb_record)
+    return loss
 
   def train_step(self) -> dict:
     """One optimisation step over the global batch; returns loss, lr and grad norm (or raises
     on a bad loss)."""
-    accum, w, b = self.config.training.grad_accum, self.dist.world_size, self.micro
-    torch.manual_seed(mix_seed(self.config.seed, 2, self.dist.rank, self.step + 1))  # dropout
+    accum, w, b = self.settings.grad_accum, self.dist.world_size, self.micro
+    torch.manual_seed(mix_seed(self.settings.seed, 2, self.dist.rank, self.step + 1))  # dropout
     everything = self._global_noise(self.step + 1)
     self.optimizer.zero_grad(set_to_none=True)
     self._vlb_records = []
@@ -261,14 +229,14 @@ class Trainer:
         loss.backward()
       total = total + loss.detach().float()
     loss = distributed.mean_over_ranks(total, self.dist)
-    if self.config.training.nan_policy == 'skip':  # deciding to skip needs the value now
+    if self.settings.nan_policy == 'skip':  # deciding to skip needs the value now
       if not torch.isfinite(loss):
         self.optimizer.zero_grad(set_to_none=True)
         return self._bad_loss(loss)
       self.nan_skips = 0
     else:  # 'stop': remember the first bad step on the device; `check_finite` raises later
       self._note_bad(loss)
-    o = self.config.optim
+    o = self.settings
     self.step += 1
     norm = optim.optimization_step(self.optimizer, self.params, self.step, o.lr, o.warmup, o.grad_clip)
     self.ema.update(self.params)
@@ -294,7 +262,7 @@ class Trainer:
 
   def _non_finite(self, loss: float, step: int, times: str = '') -> TrainingError:
     """The one-line error of a non-finite loss at `step`, naming the last good checkpoint."""
-    good = last_good_checkpoint(self.workdir, self.task)
+    good = last_good_checkpoint(self.workdir, self.task.name)
     return TrainingError(f'non-finite loss ({loss}) at step {step}{times}; last good '
                          f"checkpoint: {good or 'none'} (lower optim.lr or raise optim.warmup)")
 
@@ -311,7 +279,7 @@ class Trainer:
     distributed.teardown(self.dist)
 
   def _bad_loss(self, loss) -> dict:
-    tr = self.config.training
+    tr = self.settings
     self.nan_skips += 1
     if tr.nan_policy == 'skip' and self.nan_skips < tr.max_nan_skips:
       logging.warning('non-finite loss %s at step %d: step skipped', loss.item(), self.step + 1)

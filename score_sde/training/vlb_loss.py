@@ -70,53 +70,64 @@ class TimestepResampler:
     self.counts = state['counts'].to(torch.long).clone()
 
 
-def get_vlb_loss_fn(sde: SDE, kind: str, *, learn_sigma: bool, vlb_weight: float = 1e-3,
-                    reduce_mean: bool = False, data_range=(-1.0, 1.0)):
-  """`loss_fn(model, x0, y=None, generator=None, noise=None) -> LossOutput` for `kind` in
-  VLB_LOSSES. `model(x, t, y, with_variance=True) -> (score, v)` (a `ScoreModel`, possibly in
-  DDP) when `learn_sigma`, else `model(x, t[, y]) -> score` with the fixed 'small' variance.
-  `noise = (u [B], z [B, ...])` as in `score_sde.training.losses`; the output's `.t_index` and
-  `.vlb_terms` (`[B]`, bits) feed `loss_fn.resampler.update` ('vlb' only; None for 'hybrid')."""
-  if kind not in VLB_LOSSES:
-    raise ValueError(f"unknown VLB loss '{kind}'; choose one of: {', '.join(VLB_LOSSES)}")
-  if kind == 'hybrid' and not learn_sigma:
-    raise ValueError("training.loss='hybrid' trains the learned variance: set model.learn_sigma=True")
-  table = ChainTable(sde)
-  resampler = TimestepResampler(table.K) if kind == 'vlb' else None
-  variance = 'learned' if learn_sigma else 'small'
+class VLBLoss:
+  """IDDPM's objectives on the SDE's discrete chain (Nichol & Dhariwal 2021, Sec. 3.1):
+  `loss(model, x0, y=None, generator=None, noise=None) -> LossOutput` for `kind` in VLB_LOSSES.
 
-  def loss_fn(model, x0, y=None, generator=None, noise=None) -> LossOutput:
+  `model(x, t, y, with_variance=True) -> (score, v)` (a `ScoreModel`, possibly in DDP) when
+  `learn_sigma`, else `model(x, t[, y]) -> score` with the fixed 'small' variance.
+  `noise = (u [B], z [B, ...])` as in `score_sde.training.losses`. For 'vlb', t is importance
+  sampled by `self.resampler` (a `TimestepResampler`, whose history a checkpoint keeps), fed
+  with the output's `.t_index` and `.vlb_terms` (`[B]`, bits); it is None for 'hybrid'.
+  """
+
+  def __init__(self, sde: SDE, kind: str, *, learn_sigma: bool, vlb_weight: float = 1e-3,
+               reduce_mean: bool = False, data_range=(-1.0, 1.0)):
+    if kind not in VLB_LOSSES:
+      raise ValueError(f"unknown VLB loss '{kind}'; choose one of: {', '.join(VLB_LOSSES)}")
+    if kind == 'hybrid' and not learn_sigma:
+      raise ValueError("training.loss='hybrid' trains the learned variance: set model.learn_sigma=True")
+    self.kind, self.learn_sigma, self.vlb_weight = kind, learn_sigma, vlb_weight
+    self.reduce_mean, self.data_range = reduce_mean, data_range
+    self.sde, self.table = sde, ChainTable(sde)
+    self.resampler = TimestepResampler(self.table.K) if kind == 'vlb' else None
+    self.variance = 'learned' if learn_sigma else 'small'
+
+  def __call__(self, model, x0, y=None, generator=None, noise=None) -> LossOutput:
+    sde, table, kind, variance = self.sde, self.table, self.kind, self.variance
     b = x0.shape[0]
     u, z = noise if noise is not None else draw_noise(x0, generator)
     u = u.to(x0.device, torch.float32)
-    if resampler is not None:
-      k, weight = resampler.draw(u)
+    if self.resampler is not None:
+      k, weight = self.resampler.draw(u)
     else:
       k, weight = uniform_index(u, table.K), torch.ones_like(u)
     t = sde.time_of_index(table.on('tau_index', k)[k]).float()
     alpha, sigma = table.kernel(k, x0)
     z = z.to(x0)
     xt = noisy(alpha, sigma, x0, z)
-    if learn_sigma:
+    if self.learn_sigma:
       score, v = model(xt, t, y, with_variance=True)
     else:
       score, v = (model(xt, t) if y is None else model(xt, t, y)), None
     x0_hat = cv.x0_from_score(xt, score, alpha, sigma)
-    reduce = (lambda e: e.reshape(b, -1).mean(1)) if reduce_mean else (lambda e: e.reshape(b, -1).sum(1))
-    dims = x0[0].numel() if reduce_mean else 1
+    reduce = (lambda e: e.reshape(b, -1).mean(1)) if self.reduce_mean else (lambda e: e.reshape(b, -1).sum(1))
+    dims = x0[0].numel() if self.reduce_mean else 1
     nats = step_nats(table, k, x0, xt, x0_hat.detach() if kind == 'hybrid' else x0_hat,
-                     variance, v, data_range)
+                     variance, v, self.data_range)
     bits = nats / (dims * math.log(2.0))
     if kind == 'hybrid':
       mse = reduce(torch.square(score * bcast(sigma, x0) + z))   # L_simple: ||eps - eps_theta||^2
-      per_sample = mse + vlb_weight * table.K * bits
+      per_sample = mse + self.vlb_weight * table.K * bits
     else:
       per_sample = table.K * bits * weight
     return LossOutput(per_sample.mean(), per_sample, t, t_index=k,
                       vlb_terms=bits.detach() if kind == 'vlb' else None)
 
-  loss_fn.resampler = resampler
-  return loss_fn
+
+def get_vlb_loss_fn(sde: SDE, kind: str, **options) -> VLBLoss:
+  """`VLBLoss(sde, kind, **options)`."""
+  return VLBLoss(sde, kind, **options)
 
 
-__all__ = ['get_vlb_loss_fn', 'TimestepResampler', 'VLB_LOSSES']
+__all__ = ['VLBLoss', 'get_vlb_loss_fn', 'TimestepResampler', 'VLB_LOSSES']

@@ -150,7 +150,7 @@ def run_info(world_size: int) -> dict:
     version = metadata.version('score_sde')
   except metadata.PackageNotFoundError:
     version = None
-  package = os.path.dirname(os.path.abspath(__file__))
+  package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the score_sde folder
   return {'score_sde_version': version, 'git_commit': git_commit(package),
           'python': platform.python_version(), 'torch': torch.__version__,
           'cuda': torch.version.cuda, 'cuda_available': torch.cuda.is_available(),

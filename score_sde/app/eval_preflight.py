@@ -31,9 +31,9 @@ def check_solver(config, solver: str) -> None:
   optimized grid is replaced by 'logsnr': it is tuned on the network later); a bad option or
   step count is a one-line UserError."""
   from score_sde.app.generate import labels_for, solver_kwargs
-  from score_sde.models import data_shape
+  from score_sde.app.build import data_shape
   from score_sde.sampling import SOLVERS, sample as run_sampler
-  from score_sde.maths.sdes import get_sde
+  from score_sde.app.build import build_sde
   if solver not in SOLVERS:
     raise UserError(f"unknown solver '{solver}'; choose one of: {', '.join(SOLVERS)}")
   s = config.sampling
@@ -42,7 +42,7 @@ def check_solver(config, solver: str) -> None:
     kwargs = {**kwargs, 'grid': 'logsnr'}
   labels_for(config, 1, 'cpu')  # a bad sampling.label is a ConfigError
   try:
-    run_sampler(get_sde(config), _ZeroScore(config.model.learn_sigma), (1, *data_shape(config)),
+    run_sampler(build_sde(config), _ZeroScore(config.model.learn_sigma), (1, *data_shape(config)),
                 solver, steps=s.steps or None, eps=s.eps, denoise=s.noise_removal,
                 generator=torch.Generator().manual_seed(0), device='cpu', **kwargs)
   except ValueError as e:
@@ -53,7 +53,7 @@ def check_eval(config, workdir: str, solver: str, cache: dict, device, flat: boo
                main: bool = True) -> None:
   """Everything `--mode eval` will need, before its first sample (see the module docstring).
   Only rank 0 (`main`) loads the Inception network and the reference: it alone scores."""
-  from score_sde.evaluation import loop
+  from score_sde.app import eval_loop as loop
   from score_sde.evaluation.export import EXPORTS
   e = config.eval
   if e.export not in EXPORTS:
@@ -64,11 +64,11 @@ def check_eval(config, workdir: str, solver: str, cache: dict, device, flat: boo
                       "images; use 'npz'")
     check_solver(config, solver)
     if flat:
-      datasets.load_split(config, 'test')
+      datasets.load_split(config.data, 'test')
     elif main:
       loop.quality_reference(config, workdir, cache, device)
   if e.enable_bpd:
-    datasets.load_split(config, e.bpd_dataset)
+    datasets.load_split(config.data, e.bpd_dataset)
 
 
 __all__ = ['check_solver', 'check_eval']

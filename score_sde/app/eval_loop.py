@@ -50,7 +50,7 @@ def eval_samples(config, sample_shard, out_dir: str, shards=None) -> tuple[list[
   from score_sde.evaluation.export import save_npz
   from score_sde.evaluation.manifest import read_sample_shard
   from score_sde.app.generate import write_output
-  from score_sde.models import data_shape
+  from score_sde.app.build import data_shape
   n, bs = config.eval.num_samples, config.sampling.batch_size
   shape = data_shape(config)
   flat = len(shape) == 1
@@ -109,7 +109,7 @@ def reference_stats(config, workdir: str, inception, device, info: dict | None =
   info['reference_format'] = f'{d.dataset} train split (cached)'
   cfg = config.copy_and_resolve_references()
   cfg.data.random_flip = False
-  loader = datasets.InfiniteLoader(datasets.load_split(cfg, 'train'), config.eval.batch_size, seed=0,
+  loader = datasets.InfiniteLoader(datasets.load_split(cfg.data, 'train'), config.eval.batch_size, seed=0,
                                    shuffle=False, drop_last=False)
   batches = lambda: (next(loader)[0] for _ in range(loader.batches_per_epoch))
   return load_or_compute_stats(path, batches, inception, device, keep_features=True,
@@ -139,7 +139,7 @@ def sample_quality(config, workdir: str, files: list[str], flat: bool, cache: di
   from score_sde.evaluation.report import image_quality, point_quality
   e = config.eval
   if flat:
-    test = datasets.load_split(config, 'test')
+    test = datasets.load_split(config.data, 'test')
     return point_quality(np.concatenate([_samples(f) for f in files]),
                          torch.stack([test[i][0] for i in range(len(test))]).numpy())
   quality_reference(config, workdir, cache, device)
@@ -157,8 +157,8 @@ def _vlb_values(config, model, x, flat: bool, gen, terms: list | None) -> np.nda
   if flat:
     raise UserError("config.eval.bpd_method = 'vlb' needs 8-bit image data (a toy's points are "
                     'continuous: use ode)')
-  rng = datasets.data_range(config)
-  x = datasets.get_data_scaler(config)(x)
+  rng = datasets.data_range(config.data)
+  x = datasets.get_data_scaler(config.data)(x)
   res = variational_bound(model.sde, model, x, data_range=rng, generator=gen, clip_x0=True,
                           variance='learned' if model.learn_sigma else 'small',
                           steps=config.eval.vlb_steps or None)
@@ -172,7 +172,7 @@ def _batch_values(config, model, x, flat: bool, gen, method: str = 'ode', terms=
   (images uniformly dequantised first), or the variational bound (method 'vlb')."""
   if method == 'vlb':
     return _vlb_values(config, model, x, flat, gen, terms)
-  x = datasets.get_data_scaler(config)(x if flat else datasets.dequantize(x, gen))
+  x = datasets.get_data_scaler(config.data)(x if flat else datasets.dequantize(x, gen))
   try:
     res = log_likelihood(model.sde, model, x, divergence=config.eval.bpd_divergence,
                          rtol=config.sampling.rtol, atol=config.sampling.atol, generator=gen,
@@ -181,7 +181,7 @@ def _batch_values(config, model, x, flat: bool, gen, method: str = 'ode', terms=
     raise UserError(f'{e} (config.sampling.rtol / atol)') from None
   if flat:
     return (-res.logp / x[0].numel()).cpu().double().numpy()
-  rng = datasets.data_range(config)
+  rng = datasets.data_range(config.data)
   return bits_per_dim(res.logp, x.shape, data_range=rng).cpu().double().numpy()
 
 
@@ -209,7 +209,7 @@ def likelihood_batches(config, model, flat: bool, cache_dir: str = '', generator
   from score_sde.evaluation.manifest import read_values_shard
   from score_sde.app.generate import write_output
   device = next(model.parameters()).device
-  loader = datasets.InfiniteLoader(datasets.load_split(config, config.eval.bpd_dataset),
+  loader = datasets.InfiniteLoader(datasets.load_split(config.data, config.eval.bpd_dataset),
                                    config.eval.batch_size, seed=config.seed, shuffle=False,
                                    drop_last=False, device=device)
   n_batches = loader.batches_per_epoch
