@@ -10,12 +10,11 @@ from score_sde.app.loading import trained_with_hint
 from score_sde.app.run_record import CONFIG_KEY, check_resume, config_to_json
 from score_sde.data import datasets
 from score_sde.errors import UserError
+from score_sde.files.workdir import TASKS
 from score_sde.runtime import distributed
 from score_sde.runtime.device import get_device
 from score_sde.training.task import ClassifierTask, ScoreTask, TrainSettings
 from score_sde.training.trainer import Trainer
-
-TASKS = ('score', 'classifier')
 
 
 class ConfigRecord:

@@ -40,6 +40,14 @@ def eps_from_score(score: torch.Tensor, sigma) -> torch.Tensor:
   return -_b(sigma, score) * score
 
 
+def eps_residual(score: torch.Tensor, sigma, z: torch.Tensor) -> torch.Tensor:
+  """z + sigma s `[B, ...]`: the drawn noise z minus the noise the score s implies
+  (eps_theta = -sigma s) at x_t = alpha x_0 + sigma z. Its square is the denoising score
+  matching loss with lambda = sigma^2 (Song et al. 2021, Eq. 7), DDPM's L_simple (Ho et al.
+  2020, Eq. 14)."""
+  return score * _b(sigma, z) + z
+
+
 def x0_from_score(x: torch.Tensor, score: torch.Tensor, alpha, sigma) -> torch.Tensor:
   """Tweedie: E[x_0 | x_t] = (x + sigma^2 score) / alpha."""
   return (x + _b(sigma, x) ** 2 * score) / _b(alpha, x)

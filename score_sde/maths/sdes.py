@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from score_sde.maths.sde_base import SDE, ReverseSDE
@@ -63,7 +64,6 @@ class VPSDE(_GaussianPrior, SDE):
     self.discrete_betas = self._discrete_betas()
     self.alphas = 1.0 - self.discrete_betas
     self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-    self.sqrt_alphas_cumprod = torch.sqrt(self.alphas_cumprod)
     self.sqrt_1m_alphas_cumprod = torch.sqrt(1.0 - self.alphas_cumprod)
 
   def _discrete_betas(self) -> torch.Tensor:
@@ -167,6 +167,13 @@ class SubVPSDE(VPSDE):
     return None
 
 
+def smld_sigmas(sigma_min: float, sigma_max: float, num_scales: int) -> np.ndarray:
+  """The SMLD noise levels (Song & Ermon 2019): `num_scales` values geometrically spaced from
+  `sigma_max` down to `sigma_min`, float64 `[num_scales]` (score_sde_pytorch's `get_sigmas`,
+  the `sigmas` buffer of its networks; `VESDE.discrete_sigmas` holds them in ascending order)."""
+  return np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num_scales))
+
+
 class VESDE(_GaussianPrior, SDE):
   """Variance-exploding SDE, the continuous SMLD/NCSN (Song et al. 2021, Eq. 9).
 
@@ -183,8 +190,7 @@ class VESDE(_GaussianPrior, SDE):
     self.hparams = dict(sigma_min=sigma_min, sigma_max=sigma_max)
     self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
     self.prior_std = self.sigma_max
-    self.discrete_sigmas = torch.exp(torch.linspace(
-        math.log(self.sigma_min), math.log(self.sigma_max), self.N, dtype=torch.float64))
+    self.discrete_sigmas = torch.from_numpy(smld_sigmas(self.sigma_min, self.sigma_max, self.N)[::-1].copy())
 
   def sigma(self, t):
     return self.sigma_min * (self.sigma_max / self.sigma_min) ** t

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from score_sde.maths.conventions import output_channels
+from score_sde.maths.sdes import smld_sigmas
 from score_sde.models.layers import (AttnBlock, Downsample, ResnetBlockDDPM, Upsample,
-                                     class_embedding, ddpm_conv3x3, dense, get_act, get_sigmas,
-                                     get_timestep_embedding)
+                                     class_embedding, ddpm_conv3x3, dense, get_act, get_timestep_embedding)
 
 
 class DDPM(nn.Module):
@@ -38,7 +38,7 @@ class DDPM(nn.Module):
     num_channels, centered, num_classes)."""
     super().__init__()
     self.act = act = get_act(m.nonlinearity)
-    sigmas = get_sigmas(m.sigma_min, m.sigma_max, m.num_scales)
+    sigmas = smld_sigmas(m.sigma_min, m.sigma_max, m.num_scales)
     self.register_buffer('sigmas', torch.tensor(sigmas))  # float64, as the reference
     self.nf, self.ch_mult = nf, ch_mult = m.nf, tuple(m.ch_mult)
     self.num_res_blocks, self.attn_resolutions = m.num_res_blocks, tuple(m.attn_resolutions)

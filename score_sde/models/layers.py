@@ -118,12 +118,6 @@ def ncsn_conv3x3(in_planes: int, out_planes: int, stride: int = 1, bias: bool = 
                            padding=padding), init_scale)
 
 
-def get_sigmas(sigma_min: float, sigma_max: float, num_scales: int) -> np.ndarray:
-  """The SMLD noise levels (Song & Ermon 2019): `num_scales` values geometrically spaced from
-  `sigma_max` down to `sigma_min`, float64 `[num_scales]`."""
-  return np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num_scales))
-
-
 def class_embedding(label_emb: nn.Embedding, y: torch.Tensor | None, batch: int,
                     device: torch.device) -> torch.Tensor:
   """`[B, D]` rows of `label_emb` for classes `y [B]`; `y=None` selects the last (null) row,

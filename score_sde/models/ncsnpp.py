@@ -26,7 +26,8 @@ from torch import nn
 
 from score_sde.maths.conventions import output_channels
 from score_sde.models import layerspp
-from score_sde.models.layers import class_embedding, dense, get_act, get_sigmas
+from score_sde.maths.sdes import smld_sigmas
+from score_sde.models.layers import class_embedding, dense, get_act
 from score_sde.models.layers import get_timestep_embedding
 from score_sde.models.layerspp import residual_sum, group_norm, conv3x3
 
@@ -46,7 +47,7 @@ class NCSNpp(nn.Module):
     num_channels, centered, num_classes)."""
     super().__init__()
     self.act = get_act(m.nonlinearity)
-    sigmas = get_sigmas(m.sigma_min, m.sigma_max, m.num_scales)
+    sigmas = smld_sigmas(m.sigma_min, m.sigma_max, m.num_scales)
     self.register_buffer('sigmas', torch.tensor(sigmas))  # float64, as the reference
     self.nf, self.ch_mult = m.nf, tuple(m.ch_mult)
     self.num_res_blocks, self.attn_resolutions = m.num_res_blocks, tuple(m.attn_resolutions)

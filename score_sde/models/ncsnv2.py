@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from score_sde.models.layers import get_act, get_sigmas
+from score_sde.maths.sdes import smld_sigmas
+from score_sde.models.layers import get_act
 from score_sde.models.normalization import get_normalization
 from score_sde.models.refinenet import RefineBlock, ResidualBlock
 
@@ -45,7 +46,7 @@ class NCSNv2(nn.Module):
     norm = get_normalization(m.normalization)
     self.nf = nf = m.nf
     self.act = act = get_act(m.nonlinearity)
-    sigmas = get_sigmas(m.sigma_min, m.sigma_max, m.num_scales)
+    sigmas = smld_sigmas(m.sigma_min, m.sigma_max, m.num_scales)
     self.register_buffer('sigmas', torch.tensor(sigmas))  # float64, as the reference
     channels = data.num_channels
     self.begin_conv = nn.Conv2d(channels, nf, 3, stride=1, padding=1)
@@ -101,14 +102,3 @@ class NCSNv2_256(NCSNv2):  # pylint: disable=invalid-name
             ('res4', 2, 4, 2), ('res5', 4, 4, 4))
   REFINES = (('refine1', 'res5', 4, 4), ('refine2', 'res4', 4, 2), ('refine3', 'res3', 2, 2),
              ('refine31', 'res31', 2, 2), ('refine4', 'res2', 2, 1), ('refine5', 'res1', 1, 1))
-
-
-def ncsnv2_for_size(image_size: int) -> type[NCSNv2]:
-  """The NCSNv2 variant for a resolution, as score_sde_pytorch's `get_network`."""
-  if image_size < 96:
-    return NCSNv2
-  if image_size <= 128:
-    return NCSNv2_128
-  if image_size <= 256:
-    return NCSNv2_256
-  raise NotImplementedError(f'No NCSNv2 for {image_size}px images.')

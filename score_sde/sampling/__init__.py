@@ -123,11 +123,5 @@ def sample(sde: SDE, score_fn, shape, solver: str = 'pc', *, steps: int | None =
   return SampleResult(x=x, nfe=counter.nfe, trajectory=trajectory)
 
 
-def __getattr__(name: str):
-  if name == 'WITH_CALLBACK':  # older name: every solver takes ts and a callback
-    return tuple(SOLVERS)
-  raise AttributeError(f"module 'score_sde.sampling' has no attribute '{name}'")
-
-
 __all__ = ['sample', 'resolve_times', 'SampleResult', 'Step', 'SOLVERS', 'SolverSpec', 'solver_spec',
            'register', 'unregister', 'PREDICTORS', 'CORRECTORS', 'solver_options', 'GridTuning']

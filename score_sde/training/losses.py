@@ -19,8 +19,9 @@ import dataclasses
 import numpy as np
 import torch
 
+from score_sde.maths.conventions import eps_residual
 from score_sde.maths.sdes import SDE
-from score_sde.maths.utils import bcast, cached_to, noisy, randn_like
+from score_sde.maths.utils import cached_to, noisy, randn_like
 
 WEIGHTINGS = ('score', 'likelihood')
 
@@ -130,7 +131,7 @@ def get_loss_fn(sde: SDE, *, continuous: bool = True, weighting: str = 'score',
     alpha, std = coefficients(t)
     xt = noisy(alpha, std, x0, z)
     score = score_fn(xt, t) if y is None else score_fn(xt, t, y)
-    err = torch.square(score * bcast(std, x0) + z).reshape(b, -1)
+    err = torch.square(eps_residual(score, std, z)).reshape(b, -1)
     per_sample = err.mean(1) if reduce_mean else err.sum(1)
     if weighting == 'likelihood' and sampler is None:
       g2 = sde.sde(torch.zeros_like(x0), t)[1] ** 2

@@ -20,7 +20,7 @@ from score_sde.maths import conventions as cv
 from score_sde.maths.chain_posterior import ChainTable
 from score_sde.training.losses import LossOutput, draw_noise, uniform_index
 from score_sde.maths.sdes import SDE
-from score_sde.maths.utils import bcast, noisy
+from score_sde.maths.utils import noisy
 from score_sde.maths.vlb import step_nats
 
 VLB_LOSSES = ('hybrid', 'vlb')
@@ -117,7 +117,7 @@ class VLBLoss:
                      variance, v, self.data_range)
     bits = nats / (dims * math.log(2.0))
     if kind == 'hybrid':
-      mse = reduce(torch.square(score * bcast(sigma, x0) + z))   # L_simple: ||eps - eps_theta||^2
+      mse = reduce(torch.square(cv.eps_residual(score, sigma, z)))   # L_simple: ||eps - eps_theta||^2
       per_sample = mse + self.vlb_weight * table.K * bits
     else:
       per_sample = table.K * bits * weight
