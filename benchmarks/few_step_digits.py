@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import load_config  # noqa: E402
 from score_sde.data import datasets  # noqa: E402
-from score_sde.app.generate import load_eval_model  # noqa: E402
+from score_sde.app.eval_model import load_eval_model  # noqa: E402
 from score_sde.sampling import GridTuning, sample  # noqa: E402
 from score_sde.sampling.common import tweedie_denoise  # noqa: E402
 from score_sde.sampling.grid_guard import sliced_gap  # noqa: E402

@@ -24,7 +24,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import load_config  # noqa: E402
-from score_sde.app.generate import generate, labels_for, load_eval_model  # noqa: E402
+from score_sde.app.generate import generate, labels_for  # noqa: E402
+from score_sde.app.eval_model import load_eval_model  # noqa: E402
 from score_sde.sampling import solver_spec  # noqa: E402
 
 MODES = {'none': dict(clip_x0=False, threshold=0.0), 'clip': dict(clip_x0=True, threshold=0.0),

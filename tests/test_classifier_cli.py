@@ -49,7 +49,7 @@ def test_train_classifier_then_guided_sampling(tmp_path):
   # guidance moves samples towards their requested class (one row of 8 per class), as judged by
   # the classifier at t = 1e-3
   import torch
-  from score_sde.app.generate import load_guidance_classifier
+  from score_sde.app.loading import load_guidance_classifier
   from configs.toy_gmm import get_config
   config = get_config()
   config.classifier.hidden, config.classifier.depth, config.sampling.classifier_scale = 64, 2, 1.0

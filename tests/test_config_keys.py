@@ -39,7 +39,7 @@ def entry_points() -> SimpleNamespace:
   """The code the tests call: the ONE place to update when score_sde's modules move."""
   import run_lib
   from score_sde.app import config_check
-  from score_sde.app.generate import solver_kwargs
+  from score_sde.app.build import solver_kwargs
   from score_sde.data import datasets
   from score_sde.errors import ConfigError
   from score_sde.evaluation import inception, manifest

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from score_sde.configs.default import get_default_config
-from score_sde.app.generate import solver_kwargs
+from score_sde.app.build import solver_kwargs
 from score_sde.interop import export_diffusers, load_diffusers
 from score_sde.interop.diffusers_map import UnsupportedModelError
 from score_sde.app.build import create_model

@@ -180,7 +180,7 @@ def test_planted_links_are_never_written_through(tmp_path, writer):
 
 
 def test_write_probe_does_not_follow_a_planted_link(tmp_path):
-  from score_sde.app.generate import ensure_writable
+  from score_sde.files.workdir import ensure_writable
   victim = tmp_path / 'victim.txt'
   victim.write_text('precious')
   folder = tmp_path / 'samples'

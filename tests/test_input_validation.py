@@ -307,7 +307,7 @@ def _classifier_file(tmp_path, sde, meta=True):
 
 
 def test_a_classifier_of_another_sde_is_refused(tmp_path):
-  from score_sde.app.generate import load_guidance_classifier
+  from score_sde.app.loading import load_guidance_classifier
   from score_sde.app.build import build_sde
   config = _classifier_file(tmp_path, VESDE())  # the toy config trains a VP model
   with pytest.raises(UserError, match=r'classifier trained with the SDE vesde\(.*but the model uses vpsde'):
@@ -321,7 +321,7 @@ def test_a_classifier_of_another_sde_is_refused(tmp_path):
 
 
 def test_an_old_classifier_without_the_record_is_accepted_with_a_warning(tmp_path, caplog):
-  from score_sde.app.generate import load_guidance_classifier
+  from score_sde.app.loading import load_guidance_classifier
   config = _classifier_file(tmp_path, VESDE(), meta=False)
   with caplog.at_level(logging.WARNING):
     assert load_guidance_classifier(config, str(tmp_path), 'cpu') is not None

@@ -14,10 +14,11 @@ from score_sde.maths.analytic import gaussian
 from score_sde.app.config_check import validate
 from score_sde.configs.default import get_default_config
 from score_sde.errors import ConfigError
-from score_sde.app.generate import config_key, solver_kwargs
+from score_sde.app.build import config_key, solver_kwargs
 from score_sde.sampling import (SOLVERS, SolverSpec, Step, register, resolve_times, sample,
                                 solver_options, solver_spec, unregister)
 from score_sde.sampling.common import tweedie_denoise
+from score_sde.sampling.spec import REGISTRY
 from score_sde.sampling.grids import KernelAt, karras_grid, time_grid, uniform_grid
 from score_sde.sampling.heun import heun_grid
 from score_sde.sampling.optimized_grid import TUNABLE
@@ -173,7 +174,10 @@ def test_an_example_solver_is_one_registration():
   assert 'euler_example' not in SOLVERS
 
 
-def test_with_callback_is_derived():
-  from score_sde import sampling
-  assert sampling.WITH_CALLBACK == tuple(SOLVERS)
+def test_every_solver_takes_ts_and_a_callback():
+  """The old WITH_CALLBACK list is gone (#27): the spec contract makes every solver take both."""
+  import inspect
+  for spec in REGISTRY.values():
+    params = inspect.signature(spec.fn).parameters
+    assert {'ts', 'callback', 'progress'} <= set(params), spec.name
   assert TUNING.pilot_batch == 8  # the regression cases' tuning is cheap

@@ -11,7 +11,7 @@ from score_sde.maths.analytic import GaussianMixture, gaussian
 from score_sde.app.config_check import validate
 from score_sde.configs.default import get_default_config
 from score_sde.errors import ConfigError
-from score_sde.app.generate import solver_kwargs
+from score_sde.app.build import solver_kwargs
 from score_sde.guidance import bind, classifier_free
 from score_sde.sampling import sample, solver_spec
 from score_sde.sampling.thresholding import X0Limit, dynamic_threshold, x0_limit, x0_range

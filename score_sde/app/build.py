@@ -1,13 +1,16 @@
 """The build layer: the config turned into the library's objects (the SDE, the network and its
-`ScoreModel`, the loss, the optimizer, the classifier), so that no module below the
-application layer takes a whole config."""
+`ScoreModel`, the loss, the optimizer, the classifier, a solver's options), so that no module
+below the application layer takes a whole config."""
 from __future__ import annotations
 
+from score_sde.data import datasets
 from score_sde.data.datasets import data_range
-from score_sde.training.losses import get_loss_fn
+from score_sde.errors import ConfigError
 from score_sde.maths.sdes import SDE, SDES, VESDE
 from score_sde.models import ScoreModel, network_spec, resolve_conventions
 from score_sde.models.classifier import MLPClassifier, NoisyClassifier
+from score_sde.sampling import solver_spec
+from score_sde.training.losses import get_loss_fn
 from score_sde.training.optim import OPTIMIZERS
 from score_sde.training.vlb_loss import get_vlb_loss_fn
 
@@ -84,3 +87,30 @@ def build_classifier(config, flat: bool):
   if flat:
     return MLPClassifier(d.num_channels, d.num_classes, hidden=c.hidden, depth=c.depth)
   return NoisyClassifier(d.num_channels, d.num_classes, ch=c.ch, levels=c.levels)
+
+
+def config_key(solver: str, option: str) -> str:
+  """The config.sampling key of a solver option: the option's name, except pc's n_steps
+  (config.sampling.n_steps_each), unipc's variant (config.sampling.unipc_variant) and the
+  methods of ode and sde (config.sampling.ode_method, config.sampling.sde_method)."""
+  renamed = {('pc', 'n_steps'): 'n_steps_each', ('unipc', 'variant'): 'unipc_variant',
+             ('ode', 'method'): 'ode_method', ('sde', 'method'): 'sde_method'}
+  return renamed.get((solver, option), option)
+
+
+def solver_kwargs(config, solver: str) -> dict:
+  """The options of `solver` (its `SolverSpec.options`) read from config.sampling (keys as
+  `config_key`); an option without a key (sde's adaptive, say) keeps the solver's default.
+  Options of other solvers are not read. x0 clipping / thresholding (sampling.clip_x0,
+  sampling.threshold) act in the image data range (`datasets.data_range`): clip_x0 is passed as
+  (-1, 1) for centered data, else (0, 1), when either is on; toy points have no range (a
+  ConfigError)."""
+  s = config.sampling
+  keys = {name: config_key(solver, name) for name in solver_spec(solver).option_names}
+  kwargs = {name: s[key] for name, key in keys.items() if key in s}
+  if 'clip_x0' in kwargs and (kwargs['clip_x0'] or kwargs.get('threshold', 0) > 0):
+    if is_vector_data(config):
+      raise ConfigError('config.sampling.clip_x0 / threshold: vector (toy) data have no data range to '
+                        'clip to; turn them off (in Python, pass clip_x0=(lo, hi) to sample())')
+    kwargs['clip_x0'] = datasets.data_range(config.data)
+  return kwargs

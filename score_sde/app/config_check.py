@@ -115,9 +115,9 @@ def rules() -> dict:
 
 def _solver_choices() -> dict:
   """`{'sampling.<key>': rule}` of every solver option with a choice of values, from the
-  solvers' `SolverSpec.choices` (keys as `generate.config_key`; options shared by several
+  solvers' `SolverSpec.choices` (keys as `build.config_key`; options shared by several
   solvers, such as order, allow the values of all)."""
-  from score_sde.app.generate import config_key
+  from score_sde.app.build import config_key
   from score_sde.sampling.spec import REGISTRY
   allowed = {}
   for spec in REGISTRY.values():

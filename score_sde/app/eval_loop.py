@@ -49,7 +49,7 @@ def eval_samples(config, sample_shard, out_dir: str, shards=None) -> tuple[list[
   redrawn. Returns the files and the mean NFE per shard (of `shards`)."""
   from score_sde.evaluation.export import save_npz
   from score_sde.evaluation.manifest import read_sample_shard
-  from score_sde.app.generate import write_output
+  from score_sde.files.workdir import write_output
   from score_sde.app.build import data_shape
   n, bs = config.eval.num_samples, config.sampling.batch_size
   shape = data_shape(config)
@@ -207,7 +207,7 @@ def likelihood_batches(config, model, flat: bool, cache_dir: str = '', generator
   batches), or else from a generator per batch seeded by seed + i, so that a batch recomputed
   after a pre-emption, or on another rank, equals the lost one. `terms` gets {i: VLB terms}."""
   from score_sde.evaluation.manifest import read_values_shard
-  from score_sde.app.generate import write_output
+  from score_sde.files.workdir import write_output
   device = next(model.parameters()).device
   loader = datasets.InfiniteLoader(datasets.load_split(config.data, config.eval.bpd_dataset),
                                    config.eval.batch_size, seed=config.seed, shuffle=False,

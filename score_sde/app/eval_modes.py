@@ -9,8 +9,10 @@ import numpy as np
 from score_sde.app import eval_settings
 from score_sde.files import checkpoint as ckpt
 from score_sde.data import datasets
-from score_sde.app.generate import (ensure_writable, generate, labels_for, load_eval_model,
-                                load_guidance_classifier, write_output)
+from score_sde.app.generate import generate, labels_for
+from score_sde.files.workdir import ensure_writable, write_output
+from score_sde.app.eval_model import load_eval_model
+from score_sde.app.loading import load_guidance_classifier
 from score_sde.app.build import is_vector_data
 from score_sde.files.workdir import ckpt_dir, grid_cache_in
 

@@ -30,7 +30,8 @@ def check_solver(config, solver: str) -> None:
   """Run `solver` with config.sampling's options on one prior draw with a zero score (an
   optimized grid is replaced by 'logsnr': it is tuned on the network later); a bad option or
   step count is a one-line UserError."""
-  from score_sde.app.generate import labels_for, solver_kwargs
+  from score_sde.app.generate import labels_for
+  from score_sde.app.build import solver_kwargs
   from score_sde.app.build import data_shape
   from score_sde.sampling import SOLVERS, sample as run_sampler
   from score_sde.app.build import build_sde

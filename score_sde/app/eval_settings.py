@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from score_sde.app.generate import solver_kwargs
+from score_sde.app.build import solver_kwargs
 from score_sde.evaluation.manifest import checkpoint_sha256, plain
 from score_sde.files.workdir import latest_checkpoint
 

@@ -1,101 +1,18 @@
-"""Sampling orchestration shared by the command-line modes: checkpoints to evaluation
-models, the score a sampler sees (class labels, classifier-free and classifier guidance), the
-solver options read from the config, batched generation, and output locations checked
-before any work. The maths is in score_sde.sampling / guidance / classifier."""
+"""Sampling orchestration shared by the command-line modes: the score a sampler sees (class
+labels, classifier-free and classifier guidance, compiled or CUDA-graphed), optimized grids and
+batched generation. Models and classifiers come from `score_sde.app.loading`, solver options
+from `score_sde.app.build.solver_kwargs`; the maths is in score_sde.sampling / maths.guidance."""
 from __future__ import annotations
-
-import os
 
 import torch
 
 from score_sde.files import checkpoint as ckpt
-from score_sde.files.atomic import probe_writable
 from score_sde.data import datasets
 from score_sde.errors import ConfigError, UserError
 from score_sde.sampling.graphed import GraphedScore
-from score_sde.app.build import data_shape, is_vector_data
-from score_sde.app.loading import load_checkpoint
-from score_sde.sampling import SOLVERS, resolve_times, sample as run_sampler, solver_spec
-from score_sde.runtime.device import autocast, get_device
-from score_sde.files.workdir import ckpt_dir, latest_checkpoint
-
-
-def ensure_writable(folder: str, what: str) -> str:
-  """Create `folder` if needed and check that a file can be written in it, before any work
-  whose result would be lost; a one-line UserError otherwise. Returns the folder."""
-  try:
-    probe_writable(folder)
-  except OSError as e:
-    blocker = _file_in_path(folder)
-    if blocker is not None:
-      raise UserError(f'cannot write {what} in {folder}: {blocker} is a file, not a directory') from None
-    raise UserError(f'cannot write {what} in {folder}: {e.strerror or e}') from None
-  return folder
-
-
-def _file_in_path(folder: str) -> str | None:
-  """The first component of `folder` that exists and is not a directory, if any."""
-  path = os.path.abspath(folder)
-  parts = []
-  while path and path != os.path.dirname(path):
-    parts.append(path)
-    path = os.path.dirname(path)
-  for p in reversed(parts):
-    if os.path.exists(p) and not os.path.isdir(p):
-      return p
-  return None
-
-
-def load_eval_model(config, workdir: str, checkpoint: str = ''):
-  """The EMA model of `checkpoint` (default: the workdir's newest) on the configured device."""
-  if not checkpoint:
-    found = latest_checkpoint(workdir)
-    if found is None:
-      raise UserError(f'no checkpoint in {ckpt_dir(workdir)}; train first (--mode train)')
-    checkpoint = found[1]
-  from score_sde.interop import pretrained  # --pretrained: a diffusers folder or .safetensors
-  try:
-    if pretrained.is_pretrained(checkpoint):
-      model = pretrained.load(checkpoint, config, device=get_device(config.runtime))
-    else:
-      model = load_checkpoint(checkpoint, config, device=get_device(config.runtime))
-  except (ckpt.CheckpointError, FileNotFoundError) as e:
-    raise UserError(str(e)) from None
-  bad = ckpt.first_non_finite(model.state_dict())
-  if bad is not None:  # it would only sample NaN
-    from score_sde.files.workdir import last_good_checkpoint
-    good = last_good_checkpoint(workdir)
-    other = f'; last good checkpoint: {good} (pass it with --checkpoint)' if good else ''
-    raise ckpt.CheckpointError(f"checkpoint {checkpoint} has non-finite EMA weights ('{bad}'), "
-                               f'so every sample would be NaN{other}')
-  return model, checkpoint
-
-
-def config_key(solver: str, option: str) -> str:
-  """The config.sampling key of a solver option: the option's name, except pc's n_steps
-  (config.sampling.n_steps_each), unipc's variant (config.sampling.unipc_variant) and the
-  methods of ode and sde (config.sampling.ode_method, config.sampling.sde_method)."""
-  renamed = {('pc', 'n_steps'): 'n_steps_each', ('unipc', 'variant'): 'unipc_variant',
-             ('ode', 'method'): 'ode_method', ('sde', 'method'): 'sde_method'}
-  return renamed.get((solver, option), option)
-
-
-def solver_kwargs(config, solver: str) -> dict:
-  """The options of `solver` (its `SolverSpec.options`) read from config.sampling (keys as
-  `config_key`); an option without a key (sde's adaptive, say) keeps the solver's default.
-  Options of other solvers are not read. x0 clipping / thresholding (sampling.clip_x0,
-  sampling.threshold) act in the image data range (`datasets.data_range`): clip_x0 is passed as
-  (-1, 1) for centered data, else (0, 1), when either is on; toy points have no range (a
-  ConfigError)."""
-  s = config.sampling
-  keys = {name: config_key(solver, name) for name in solver_spec(solver).option_names}
-  kwargs = {name: s[key] for name, key in keys.items() if key in s}
-  if 'clip_x0' in kwargs and (kwargs['clip_x0'] or kwargs.get('threshold', 0) > 0):
-    if is_vector_data(config):
-      raise ConfigError('config.sampling.clip_x0 / threshold: vector (toy) data have no data range to '
-                        'clip to; turn them off (in Python, pass clip_x0=(lo, hi) to sample())')
-    kwargs['clip_x0'] = datasets.data_range(config.data)
-  return kwargs
+from score_sde.app.build import data_shape, solver_kwargs
+from score_sde.sampling import SOLVERS, resolve_times, sample as run_sampler
+from score_sde.runtime.device import autocast
 
 
 def optimized_times(config, model, solver: str, kwargs: dict, classifier, device) -> list[float]:
@@ -145,34 +62,6 @@ def guided_score_fn(config, model, y, classifier=None):
     return score
   guided = classifier_guidance(score, classifier_log_prob_fn(classifier), config.sampling.classifier_scale)
   return bind(guided, y)
-
-
-def load_guidance_classifier(config, workdir: str, device):
-  """The noisy classifier (EMA weights) for classifier guidance, or None when
-  config.sampling.classifier_scale is 0; from sampling.classifier_checkpoint or the newest in
-  <workdir>/classifier/checkpoints. A classifier trained with another SDE (recorded in its
-  checkpoint) is a one-line UserError; an older file without the record, a warning."""
-  from score_sde.app.build import build_classifier
-  from score_sde.training.classifier import check_classifier_metadata
-  from score_sde.models import load_state
-  from score_sde.app.build import build_sde
-  if config.sampling.classifier_scale <= 0:
-    return None
-  path = config.sampling.classifier_checkpoint
-  if not path:
-    found = latest_checkpoint(workdir, 'classifier')
-    if found is None:
-      raise UserError(f"classifier guidance needs a classifier: none in {ckpt_dir(workdir, 'classifier')}; "
-                      'train one with --mode train_classifier or set config.sampling.classifier_checkpoint')
-    path = found[1]
-  net = build_classifier(config, is_vector_data(config))
-  try:
-    state = ckpt.read_checkpoint(path)
-    check_classifier_metadata(state.get('meta'), build_sde(config), f'classifier checkpoint {path}')
-    load_state(net, state, where=f'classifier checkpoint {path}')
-  except (ckpt.CheckpointError, FileNotFoundError, KeyError, ValueError) as e:
-    raise UserError(str(e)) from None
-  return net.to(device).eval()
 
 
 def generate(config, model, num_samples: int, solver: str | None = None, progress=None,
@@ -246,14 +135,6 @@ def _graphed(config, score_fn, classifier=None):
   """`score_fn` replayed from CUDA graphs when config.runtime.cuda_graphs (score_sde.sampling.graphed);
   classifier guidance, which differentiates the classifier, stays eager."""
   return GraphedScore(score_fn) if config.runtime.cuda_graphs and classifier is None else score_fn
-
-
-def write_output(path: str, writer) -> None:
-  """`writer(path)`, with a failed write (full disk, say) as a one-line UserError."""
-  try:
-    writer(path)
-  except OSError as e:
-    raise UserError(f'cannot write {path}: {e.strerror or e}') from None
 
 
 def grid_row(config, n: int) -> int | None:

@@ -1,10 +1,15 @@
-"""Loading a trained score model from a checkpoint: ours, which record their resolved config,
-and score_sde_pytorch's, which need the config they were trained with."""
+"""Loading trained models: a score model from a checkpoint (ours, which record their resolved
+config, and score_sde_pytorch's, which need the config they were trained with; diffusers
+folders and .safetensors files through `score_sde.interop.pretrained`), ready for evaluation,
+and the noisy classifier of classifier guidance."""
 from __future__ import annotations
 
-from score_sde.app.build import build_sde, create_model
+from score_sde.app.build import build_classifier, build_sde, create_model, is_vector_data
 from score_sde.app.run_record import CONFIG_KEY, changed_keys, config_from_json, flatten, identity_keys, show_value
+from score_sde.errors import UserError
 from score_sde.files import checkpoint as ckpt
+from score_sde.files.workdir import ckpt_dir, latest_checkpoint
+from score_sde.training.classifier import check_classifier_metadata
 from score_sde.models import ScoreModel, check_metadata, load_state
 
 
@@ -53,3 +58,27 @@ def trained_with_hint(state: dict, config, path: str) -> str:
   keys = [k for k in changed_keys(old, new) if k in identity_keys({**old, **new})]
   flags = ' '.join(f'--config.{k}={show_value(old.get(k))}' for k in keys)
   return f' (it was trained with {flags})' if keys else ''
+
+
+def load_guidance_classifier(config, workdir: str, device):
+  """The noisy classifier (EMA weights) for classifier guidance, or None when
+  config.sampling.classifier_scale is 0; from sampling.classifier_checkpoint or the newest in
+  <workdir>/classifier/checkpoints. A classifier trained with another SDE (recorded in its
+  checkpoint) is a one-line UserError; an older file without the record, a warning."""
+  if config.sampling.classifier_scale <= 0:
+    return None
+  path = config.sampling.classifier_checkpoint
+  if not path:
+    found = latest_checkpoint(workdir, 'classifier')
+    if found is None:
+      raise UserError(f"classifier guidance needs a classifier: none in {ckpt_dir(workdir, 'classifier')}; "
+                      'train one with --mode train_classifier or set config.sampling.classifier_checkpoint')
+    path = found[1]
+  net = build_classifier(config, is_vector_data(config))
+  try:
+    state = ckpt.read_checkpoint(path)
+    check_classifier_metadata(state.get('meta'), build_sde(config), f'classifier checkpoint {path}')
+    load_state(net, state, where=f'classifier checkpoint {path}')
+  except (ckpt.CheckpointError, FileNotFoundError, KeyError, ValueError) as e:
+    raise UserError(str(e)) from None
+  return net.to(device).eval()

@@ -24,7 +24,9 @@ from score_sde.files import checkpoint as ckpt
 from score_sde.data import datasets
 from score_sde.files import visualize
 from score_sde.errors import ConfigError, UserError
-from score_sde.app.generate import generate, guided_score_fn, load_eval_model, load_guidance_classifier
+from score_sde.app.generate import generate, guided_score_fn
+from score_sde.app.eval_model import load_eval_model
+from score_sde.app.loading import load_guidance_classifier
 from score_sde.app.build import data_shape
 from score_sde.files.workdir import ckpt_dir, latest_checkpoint
 
@@ -138,7 +140,7 @@ class Pipeline:
   def save_grid(self, images, path: str, nrow: int | None = None) -> str:
     """Write images (uint8 or [0, 1] floats `[B, C, H, W]`) as a PNG grid of `nrow` columns,
     or toy vectors `[B, 2]` as a density picture; returns `path`."""
-    from score_sde.app.generate import write_output
+    from score_sde.files.workdir import write_output
     x = self._input(images)
     write_output(path, lambda p: visualize.save_samples_png(x, p, nrow=nrow))
     return path

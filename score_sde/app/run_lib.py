@@ -27,7 +27,8 @@ from score_sde.app import config_check
 from score_sde.data import datasets
 from score_sde.files import visualize
 from score_sde.errors import Interrupted, TrainingError, UserError  # noqa: F401 (re-exported)
-from score_sde.app.generate import ensure_writable, generate
+from score_sde.app.generate import generate
+from score_sde.files.workdir import ensure_writable
 from score_sde.runtime.progress import progress
 from score_sde.training.stop_signals import StopAgreement, StopSignals
 from score_sde.app.build_train import build_trainer

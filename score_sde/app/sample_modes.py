@@ -12,9 +12,11 @@ from score_sde.files import checkpoint as ckpt
 from score_sde.data import datasets
 from score_sde.files import visualize
 from score_sde.errors import UserError
-from score_sde.app.generate import (ensure_writable, generate, grid_row, labels_for,
-                                load_eval_model, load_guidance_classifier,
-                                solver_kwargs, write_output)
+from score_sde.app.generate import generate, grid_row, labels_for
+from score_sde.files.workdir import ensure_writable, write_output
+from score_sde.app.eval_model import load_eval_model
+from score_sde.app.loading import load_guidance_classifier
+from score_sde.app.build import solver_kwargs
 from score_sde.app.build import is_vector_data
 from score_sde.runtime.progress import progress
 from score_sde.files.workdir import grid_cache_in

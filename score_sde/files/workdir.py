@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import os
 
+from score_sde.errors import UserError
 from score_sde.files import checkpoint as ckpt
+from score_sde.files.atomic import probe_writable
 
 TASKS = ('score', 'classifier')
 
@@ -47,3 +49,37 @@ def grid_cache_in(sampling, workdir: str) -> None:
   config's sampling section, set here) is set."""
   if sampling.grid == 'optimized' and not sampling.grid_cache_dir:
     sampling.grid_cache_dir = os.path.join(workdir, 'grids')
+
+
+def ensure_writable(folder: str, what: str) -> str:
+  """Create `folder` if needed and check that a file can be written in it, before any work
+  whose result would be lost; a one-line UserError otherwise. Returns the folder."""
+  try:
+    probe_writable(folder)
+  except OSError as e:
+    blocker = _file_in_path(folder)
+    if blocker is not None:
+      raise UserError(f'cannot write {what} in {folder}: {blocker} is a file, not a directory') from None
+    raise UserError(f'cannot write {what} in {folder}: {e.strerror or e}') from None
+  return folder
+
+
+def _file_in_path(folder: str) -> str | None:
+  """The first component of `folder` that exists and is not a directory, if any."""
+  path = os.path.abspath(folder)
+  parts = []
+  while path and path != os.path.dirname(path):
+    parts.append(path)
+    path = os.path.dirname(path)
+  for p in reversed(parts):
+    if os.path.exists(p) and not os.path.isdir(p):
+      return p
+  return None
+
+
+def write_output(path: str, writer) -> None:
+  """`writer(path)`, with a failed write (full disk, say) as a one-line UserError."""
+  try:
+    writer(path)
+  except OSError as e:
+    raise UserError(f'cannot write {path}: {e.strerror or e}') from None
