@@ -7,7 +7,7 @@ all, and by more than 0.1: the digits' background sits at 0, where tiny excursio
 and how often a digits classifier (scikit-learn LogisticRegression on the 8x8 digits, the data
 the model was trained on, fit on its train split) gives the requested class (the samples
 clamped to [0, 1], as a saved image would be). Samples: `--n` with one block per class
-(`generate.labels_for`), the same seed in every cell. Prints a Markdown table.
+(`generate.class_labels_for`), the same seed in every cell. Prints a Markdown table.
 
   python main.py --mode train --config configs/digits_cond.py --workdir /tmp/dc   # first
   python benchmarks/guidance_range.py --workdir /tmp/dc [--n 500] [--scales 1 3 8] [--nfes 10 20]
@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import load_config  # noqa: E402
-from score_sde.app.generate import generate, labels_for  # noqa: E402
+from score_sde.app.generate import generate, class_labels_for  # noqa: E402
 from score_sde.app.eval_model import load_eval_model  # noqa: E402
 from score_sde.sampling import solver_spec  # noqa: E402
 
@@ -53,9 +53,9 @@ def run_cell(config, model, clf, solver: str, nfe: int, w: float, mode: str, n: 
   s.guidance_scale, s.clip_x0, s.threshold = w, MODES[mode]['clip_x0'], MODES[mode]['threshold']
   spec = solver_spec(solver)
   s.steps = spec.steps_for_nfe(nfe, spec.options(), s.noise_removal)
-  labels = labels_for(config, n, 'cpu')
+  labels = class_labels_for(config, n, 'cpu')
   with torch.no_grad():
-    x, used = generate(config, model, n, solver, seed=0, labels=labels)
+    x, used = generate(config, model, n, solver, seed=0, class_labels=labels)
   outside = float(((x < 0) | (x > 1)).float().mean())
   far = float(((x < -0.1) | (x > 1.1)).float().mean())
   pred = clf.predict(x.clamp(0, 1).reshape(n, -1).numpy())

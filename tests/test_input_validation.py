@@ -159,16 +159,16 @@ def _conditional_config():
 @pytest.mark.parametrize('offset', [0, 1, 5])
 def test_a_label_outside_the_classes_is_a_config_error(offset):
   from score_sde.app.config_check import validate
-  from score_sde.app.generate import labels_for
+  from score_sde.app.generate import class_labels_for
   config = _conditional_config()
   config.sampling.label = config.data.num_classes + offset  # num_classes: the "no label" index
   with pytest.raises(ConfigError, match='config.sampling.label'):
     validate(config)
   with pytest.raises(ConfigError, match=r'config.sampling.label = .*in \[0, '):
-    labels_for(config, 4, 'cpu')
+    class_labels_for(config, 4, 'cpu')
   config.sampling.label = config.data.num_classes - 1
   validate(config)
-  assert labels_for(config, 4, 'cpu').tolist() == [config.data.num_classes - 1] * 4
+  assert class_labels_for(config, 4, 'cpu').tolist() == [config.data.num_classes - 1] * 4
 
 
 @pytest.mark.parametrize('key,value', [

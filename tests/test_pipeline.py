@@ -170,7 +170,7 @@ def test_guidance_arguments():
   pipe = Pipeline(config, model)
   got = pipe.sample(4, 'ddim', steps=3, seed=0, label=3, guidance_scale=2.0)
   config.sampling.steps, config.sampling.guidance_scale = 3, 2.0
-  x, _ = generate(config, model, 4, 'ddim', seed=0, labels=torch.full((4,), 3))
+  x, _ = generate(config, model, 4, 'ddim', seed=0, class_labels=torch.full((4,), 3))
   assert torch.equal(got, (x.clamp(0, 1) * 255).round().to(torch.uint8))
   assert pipe.sample(4, 'ddim', steps=3, label=[0, 1, 2, 3]).shape == (4, 1, 8, 8)
   with pytest.raises(UserError, match=r'label must be a class in \[0, 9\]'):

@@ -9,7 +9,7 @@ import numpy as np
 from score_sde.app import eval_settings
 from score_sde.files import checkpoint as ckpt
 from score_sde.data import datasets
-from score_sde.app.generate import generate, labels_for
+from score_sde.app.generate import generate, class_labels_for
 from score_sde.files.workdir import ensure_writable, write_output
 from score_sde.app.eval_model import load_eval_model
 from score_sde.app.loading import load_guidance_classifier
@@ -165,10 +165,10 @@ def _evaluate_checkpoint(config, workdir: str, out_root: str, solver: str, step:
   folder = distributed.agree(dist, start, 'opening the evaluation folder', main_only=True)
   shard = None
   if e.enable_sampling:
-    all_labels = labels_for(config, e.num_samples, device)
+    all_labels = class_labels_for(config, e.num_samples, device)
     shard = lambda i, begin, n: generate(
         config, model, n, solver, classifier=classifier, seed=mix_seed(config.sampling.seed, i),
-        labels=None if all_labels is None else all_labels[begin:begin + n])
+        class_labels=None if all_labels is None else all_labels[begin:begin + n])
     count = -(-e.num_samples // config.sampling.batch_size)
     distributed.agree(dist, lambda: loop.eval_samples(config, shard, out_dir,
                                                       distributed.my_shards(count, dist)),

@@ -30,7 +30,7 @@ def check_solver(config, solver: str) -> None:
   """Run `solver` with config.sampling's options on one prior draw with a zero score (an
   optimized grid is replaced by 'logsnr': it is tuned on the network later); a bad option or
   step count is a one-line UserError."""
-  from score_sde.app.generate import labels_for
+  from score_sde.app.generate import class_labels_for
   from score_sde.app.build import solver_kwargs
   from score_sde.app.build import data_shape
   from score_sde.sampling import SOLVERS, sample as run_sampler
@@ -41,7 +41,7 @@ def check_solver(config, solver: str) -> None:
   kwargs = solver_kwargs(config, solver)
   if kwargs.get('grid') == 'optimized':
     kwargs = {**kwargs, 'grid': 'logsnr'}
-  labels_for(config, 1, 'cpu')  # a bad sampling.label is a ConfigError
+  class_labels_for(config, 1, 'cpu')  # a bad sampling.label is a ConfigError
   try:
     run_sampler(build_sde(config), _ZeroScore(config.model.learn_sigma), (1, *data_shape(config)),
                 solver, steps=s.steps or None, eps=s.eps, denoise=s.noise_removal,

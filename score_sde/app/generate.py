@@ -17,12 +17,16 @@ from score_sde.runtime.device import autocast
 
 def optimized_times(config, model, solver: str, kwargs: dict, classifier, device) -> list[float]:
   """The optimized grid (`sampling.grid = 'optimized'`) of `solver` for this model and guidance,
-  tuned on `sampling.grid_pilot_batch` prior draws (labels as `labels_for`) and cached per model
+  tuned on `sampling.grid_pilot_batch` prior draws (labels as `class_labels_for`) and cached per model
   fingerprint in memory and in `sampling.grid_cache_dir` (if set)."""
   from score_sde.sampling.optimized_grid import GridTuning, model_fingerprint
   s = config.sampling
   pilot = s.grid_pilot_batch
-  score = guided_score_fn(config, model, labels_for(config, pilot, device), classifier)
+  if class_labels_for(config, 1, device) is None:
+    score = model
+  else:  # the tuner and its guard draw batches of several sizes: labels for each (as class_labels_for)
+    score = lambda x, t: guided_score_fn(config, model, class_labels_for(config, x.shape[0], x.device),
+                                         classifier)(x, t)
   modules = [model] + ([classifier] if classifier is not None else [])
   key = model_fingerprint(*modules, extra=f'w={s.guidance_scale},c={s.classifier_scale},y={s.label}')
   tuning = GridTuning(key=key, cache_dir=s.grid_cache_dir or None, pilot_batch=pilot,
@@ -32,7 +36,7 @@ def optimized_times(config, model, solver: str, kwargs: dict, classifier, device
                          tuning=tuning, device=device, **kwargs)
 
 
-def labels_for(config, num_samples: int, device):
+def class_labels_for(config, num_samples: int, device):
   """Class labels `[num_samples]` for conditional sampling or classifier guidance:
   config.sampling.label (a class in [0, num_classes)), or one grid row per class (label -1).
   Any other label (num_classes is the classifier-free "no label" index) is a ConfigError."""
@@ -65,10 +69,10 @@ def guided_score_fn(config, model, y, classifier=None):
 
 
 def generate(config, model, num_samples: int, solver: str | None = None, progress=None,
-             classifier=None, seed: int | None = None, labels=None, check_finite: bool = True,
+             classifier=None, seed: int | None = None, class_labels=None, check_finite: bool = True,
              temperature: float = 1.0):
   """Samples `[n, ...]` in data space ([0, 1] for images) and the total NFE, in batches
-  (noise from `seed`, default sampling.seed; class labels `labels`, default `_labels_for`).
+  (noise from `seed`, default sampling.seed; class labels `class_labels`, default `class_labels_for`).
   A batch with a non-finite value is a one-line UserError naming the likely cause (NaN
   weights, or a diverged solver) unless `check_finite` is False (one host sync per batch).
   `temperature` scales the prior draws x_T (Song et al. 2021, Sec. 4.3; 1: the model's prior)."""
@@ -80,7 +84,7 @@ def generate(config, model, num_samples: int, solver: str | None = None, progres
   device = next(model.parameters()).device
   inverse = datasets.get_data_inverse_scaler(config.data)
   gen = torch.Generator(device=device).manual_seed(s.seed if seed is None else seed)
-  labels = labels_for(config, num_samples, device) if labels is None else labels
+  labels = class_labels_for(config, num_samples, device) if class_labels is None else class_labels
   out, nfe = [], 0
   net = compiled(config, model)
   scorer = lambda y: _graphed(config, guided_score_fn(config, net, y, classifier), classifier)

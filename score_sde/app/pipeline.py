@@ -134,7 +134,7 @@ class Pipeline:
       from score_sde.runtime.progress import progress as progress_bar
       bar = lambda it: progress_bar(it, desc=f'sample ({solver or cfg.sampling.method})', leave=False)
     x, _ = generate(cfg, self.model, int(num_samples), solver, progress=bar, classifier=classifier,
-                    seed=seed, labels=labels, temperature=float(temperature))
+                    seed=seed, class_labels=labels, temperature=float(temperature))
     return self._output(x)
 
   def save_grid(self, images, path: str, nrow: int | None = None) -> str:

@@ -12,7 +12,7 @@ from score_sde.files import checkpoint as ckpt
 from score_sde.data import datasets
 from score_sde.files import visualize
 from score_sde.errors import UserError
-from score_sde.app.generate import generate, grid_row, labels_for
+from score_sde.app.generate import generate, grid_row, class_labels_for
 from score_sde.files.workdir import ensure_writable, write_output
 from score_sde.app.eval_model import load_eval_model
 from score_sde.app.loading import load_guidance_classifier
@@ -65,14 +65,14 @@ def _draw_batches(config, model, solver: str, classifier, dist) -> list[tuple]:
   from score_sde.data.loader import mix_seed
   s = config.sampling
   n, bs = s.num_samples, s.batch_size
-  labels = labels_for(config, n, next(model.parameters()).device)
+  labels = class_labels_for(config, n, next(model.parameters()).device)
   bar = lambda it: progress(it, desc=f'sample ({solver})', leave=False)
   out = []
   for i in distributed.my_shards(-(-n // bs), dist):
     b = min(bs, n - i * bs)
     x, nfe = generate(config, model, b, solver, progress=bar, classifier=classifier,
                       seed=mix_seed(s.seed, i),
-                      labels=None if labels is None else labels[i * bs:i * bs + b])
+                      class_labels=None if labels is None else labels[i * bs:i * bs + b])
     out.append((i, x, nfe))
   return out
 

@@ -183,7 +183,7 @@ class VESDE(_GaussianPrior, SDE):
   """
 
   name = 'vesde'
-  ancestral_variance = 'posterior'  # SMLD ancestral noise (Song et al. 2021, Eq. 47)
+  ancestral_variance = 'small'  # the posterior variance: SMLD ancestral noise (Song et al. 2021, Eq. 47)
 
   def __init__(self, sigma_min=0.01, sigma_max=50.0, N=1000):
     super().__init__(N)

@@ -61,7 +61,7 @@ class AncestralPredictor:
   def __call__(self, x, t, dt, generator):
     a, g2, r = self.sde.chain_step(t, None if self.on_chain else -dt)
     x_mean = (x + bcast(g2, x) * self.score_fn(x, t)) / bcast(a, x)
-    var = g2 * r if self.sde.ancestral_variance == 'posterior' else g2
+    var = g2 * r if self.sde.ancestral_variance == 'small' else g2
     return x_mean + bcast(torch.sqrt(var), x) * randn_like(x, generator), x_mean
 
 
