@@ -41,13 +41,13 @@ class ChainTable:
   k = 1 (IDDPM's clipping; beta at k = 0 when K = 1)."""
 
   def __init__(self, sde: SDE, steps: int | None = None):
-    if not sde.has_discrete_chain:
+    if sde.chain is None:
       raise ValueError(f'{type(sde).__name__} has no discrete chain (the variational bound and '
                        'learned variances need the DDPM table of a VPSDE, or a VESDE)')
     self.sde = sde
     self.tau = leading_indices(sde.N, steps or sde.N)
     self.tau_index = torch.tensor(self.tau)
-    alpha, sigma = sde.discrete_kernel(torch.tensor(self.tau))
+    alpha, sigma = sde.chain.kernel(torch.tensor(self.tau))
     if not (torch.isfinite(alpha).all() and (alpha > 0).all() and (sigma > 0).all()):
       raise ValueError(f'the chain of {type(sde).__name__}(N={sde.N}) is degenerate (a kernel with '
                        'alpha_i <= 0, i.e. some beta_i >= 1: use a larger N)')

@@ -121,8 +121,8 @@ def label_kernel(kind: str, sde, t: torch.Tensor):
   """(alpha, sigma) `[B]` that scale an eps / x0 output for a network with labels `kind`: the
   chain's own kernel at the label's index for a discrete ('index') model of an SDE with a
   chain (e.g. DDPM's sqrt(1 - abar_i), as score_sde_pytorch), else the continuous alpha(t), sigma(t)."""
-  if kind == 'index' and sde.has_discrete_chain:
-    alpha, sigma = sde.discrete_kernel(sde.index_of_time(t))
+  if kind == 'index' and sde.chain is not None:
+    alpha, sigma = sde.chain.kernel(sde.index_of_time(t))
     return alpha.to(t), sigma.to(t)
   return sde.mean_coeff(t), sde.marginal_std(t)
 

@@ -3,10 +3,12 @@ interface every sampler asks for (index <-> time, kernel, one step). Concrete SD
 from __future__ import annotations
 
 import abc
+import functools
 import math
 
 import torch
 
+from score_sde.maths.chain import DiscreteChain
 from score_sde.maths.utils import bcast, cached_to, noisy
 
 
@@ -70,7 +72,7 @@ class SDE(abc.ABC):
     dt=None: the SDE's own N-step chain (`chain_step`), or Euler-Maruyama with dt = T/N for an
     SDE without one. dt > 0: the exact step from t - dt to t. Returns f shaped like x and G `[B]`.
     """
-    if dt is None and not self.has_discrete_chain:
+    if dt is None and self.chain is None:
       dt = self.T / self.N
       drift, diffusion = self.sde(x, t)
       return drift * dt, diffusion * math.sqrt(dt)
@@ -100,10 +102,19 @@ class SDE(abc.ABC):
     """
     return torch.floor(t * (self.N - 1) / self.T + 1e-4).long().clamp(0, self.N - 1)
 
+  @functools.cached_property
+  def chain(self) -> 'DiscreteChain | None':
+    """The SDE's discrete chain (`score_sde.maths.chain`: DDPM for VP, SMLD for VE), None for an
+    SDE without one (sub-VP)."""
+    return self._make_chain()
+
+  def _make_chain(self) -> 'DiscreteChain | None':
+    return None
+
   @property
   def has_discrete_chain(self) -> bool:
-    """Whether the SDE defines a discrete chain (DDPM / SMLD) with `discrete_kernel`."""
-    return self.discrete_kernel(torch.zeros(1, dtype=torch.long)) is not None
+    """`sde.chain is not None`."""
+    return self.chain is not None
 
   def table_on(self, name: str, device) -> torch.Tensor:
     """The float64 table attribute `name` (e.g. DDPM's alphas_cumprod) on `device`, copied once
@@ -111,9 +122,9 @@ class SDE(abc.ABC):
     return cached_to(self, name, device)
 
   def discrete_kernel(self, i: torch.Tensor):
-    """(alpha_i, sigma_i) float64 `[B]` of the chain's kernel x_i = alpha_i x_0 + sigma_i z at
-    long indices i `[B]` (i = -1 is the data: (1, 0)); None when the SDE has no chain."""
-    return None
+    """`sde.chain.kernel(i)`: (alpha_i, sigma_i) float64 `[B]` of the chain's kernel
+    x_i = alpha_i x_0 + sigma_i z (i = -1 is the data: (1, 0)); None when the SDE has no chain."""
+    return None if self.chain is None else self.chain.kernel(i)
 
   def exact_kernel_var(self, t: torch.Tensor) -> torch.Tensor:
     """The exact variance of x_t given x_0, `[B]` (sigma(t)^2 unless the SDE approximates it)."""
@@ -128,16 +139,13 @@ class SDE(abc.ABC):
     t (valid for any number of steps, e.g. a PC sampler run with fewer steps than N).
     """
     if dt is None:
-      i = self.index_of_time(t)
-      cur, prev = self.discrete_kernel(i), self.discrete_kernel(i - 1)
-      if cur is None:
+      if self.chain is None:
         raise ValueError(f'{type(self).__name__} has no discrete chain')
-      (a_t, s_t), (a_s, s_s) = cur, prev
-    else:
-      t64 = t.double()
-      s = (t64 - dt).clamp_min(0.0)
-      a_t, s_t = self.mean_coeff(t64), self.marginal_std(t64)
-      a_s, s_s = self.mean_coeff(s), self.marginal_std(s)
+      return tuple(v.to(t.device, t.dtype) for v in self.chain.step(self.index_of_time(t)))
+    t64 = t.double()
+    s = (t64 - dt).clamp_min(0.0)
+    a_t, s_t = self.mean_coeff(t64), self.marginal_std(t64)
+    a_s, s_s = self.mean_coeff(s), self.marginal_std(s)
     a = a_t / a_s
     g2 = (s_t ** 2 - a ** 2 * s_s ** 2).clamp_min(0.0)
     r = s_s ** 2 / s_t ** 2

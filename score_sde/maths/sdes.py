@@ -11,9 +11,10 @@ perturbation kernel x_t = alpha(t) x_0 + sigma(t) z: `mean_coeff(t)` = alpha(t) 
 inverse `t_from_log_snr` (used by DPM-Solver, Lu et al. 2022).
 
 The SDE is also the one owner of its discrete chain (DDPM for VP, SMLD for VE; sub-VP has
-none): the single index <-> time mapping `time_of_index` / `index_of_time`, the chain's
-perturbation kernel `discrete_kernel(i)` = (alpha_i, sigma_i) (None without a chain), and its
-one-step coefficients `chain_step(t, dt)`. Everything else asks these instead of checking the
+none): the single index <-> time mapping `time_of_index` / `index_of_time`, the chain itself,
+`sde.chain` (a `score_sde.maths.chain.DiscreteChain`, None without one: its kernel
+`chain.kernel(i)` = (alpha_i, sigma_i) and steps), and the one-step coefficients
+`chain_step(t, dt)` on or off the chain. Everything else asks these instead of checking the
 SDE's class.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import math
 import numpy as np
 import torch
 
+from score_sde.maths.chain import DiscreteChain
 from score_sde.maths.sde_base import SDE, ReverseSDE
 from score_sde.maths.utils import batch_sum, bcast, num_dims, randn
 
@@ -126,19 +128,19 @@ class VPSDE(_GaussianPrior, SDE):
     beta = self.beta(t)
     return -0.5 * bcast(beta, x) * x, torch.sqrt(beta)
 
-  def discrete_kernel(self, i):
-    """DDPM: (sqrt(abar_i), sqrt(1 - abar_i)), with (1, 0) at i = -1."""
-    i = torch.as_tensor(i).long()
-    table = self.table_on('alphas_cumprod', i.device)
-    abar = torch.where(i >= 0, table[i.clamp(min=0)], torch.ones((), dtype=torch.float64, device=i.device))
-    return torch.sqrt(abar), torch.sqrt(1.0 - abar)
+  def _make_chain(self) -> DiscreteChain:
+    """DDPM: (sqrt(abar_i), sqrt(1 - abar_i))."""
+    def kernel(i):
+      abar = self.table_on('alphas_cumprod', i.device)[i]
+      return torch.sqrt(abar), torch.sqrt(1.0 - abar)
+    return DiscreteChain(self, 'ddpm', kernel)
 
 
 class SubVPSDE(VPSDE):
   """sub-VP SDE (Song et al. 2021, Eq. 12): same drift as VP and
   g = sqrt(beta(t) (1 - exp(-2 int_0^t beta))); the marginal std is 1 - alpha(t)^2.
 
-  It has no discrete chain (`discrete_kernel` is None): discrete-time training, DDPM/DDIM and
+  It has no discrete chain (`sde.chain` is None): discrete-time training, DDPM/DDIM and
   the ancestral predictor refuse it, as score_sde_pytorch does; the reverse-diffusion
   predictor uses Euler-Maruyama and the Langevin corrector the exact step over T/N.
   """
@@ -163,7 +165,7 @@ class SubVPSDE(VPSDE):
   def t_from_log_snr(self, lam, iters: int = 60):
     return SDE.t_from_log_snr(self, lam, iters)
 
-  def discrete_kernel(self, i):
+  def _make_chain(self) -> None:
     return None
 
 
@@ -211,12 +213,12 @@ class VESDE(_GaussianPrior, SDE):
     g = self.sigma(t) * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
     return torch.zeros_like(x), g
 
-  def discrete_kernel(self, i):
-    """SMLD: (1, sigma_i) on the geometric grid, with (1, 0) at i = -1."""
-    i = torch.as_tensor(i).long()
-    table = self.table_on('discrete_sigmas', i.device)
-    sigma = torch.where(i >= 0, table[i.clamp(min=0)], torch.zeros((), dtype=torch.float64, device=i.device))
-    return torch.ones_like(sigma), sigma
+  def _make_chain(self) -> DiscreteChain:
+    """SMLD: (1, sigma_i) on the geometric grid."""
+    def kernel(i):
+      sigma = self.table_on('discrete_sigmas', i.device)[i]
+      return torch.ones_like(sigma), sigma
+    return DiscreteChain(self, 'smld', kernel)
 
   def exact_kernel_var(self, t):
     """sigma(t)^2 - sigma_min^2: the SDE started at t = 0 (marginal_std is the paper's sigma(t))."""

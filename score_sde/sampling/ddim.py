@@ -1,6 +1,6 @@
 """DDPM ancestral sampling (Ho et al. 2020, Alg. 2) and DDIM (Song, Meng & Ermon 2021, Eq. 12)
 on the discrete chain of an SDE: its kernel x_i = alpha_i x_0 + sigma_i z from
-`sde.discrete_kernel` (the DDPM table for VP, float64: alpha_i = sqrt(abar_i); the SMLD sigma
+`sde.chain.kernel` (the DDPM table for VP, float64: alpha_i = sqrt(abar_i); the SMLD sigma
 grid for VE). Sub-VP has no chain and is refused with a ValueError.
 
 Table index i is evaluated at the SDE's own time `sde.time_of_index(i)`, so a discrete-time
@@ -52,7 +52,7 @@ SPACINGS = ('leading', 'trailing', 'linspace')  # diffusers' timestep_spacing
 
 
 def _check_chain(sde: SDE, name: str) -> None:
-  if not sde.has_discrete_chain:
+  if sde.chain is None:
     raise ValueError(f"solver '{name}' runs on a discrete chain (the DDPM table of a VP SDE, the "
                      f"SMLD grid of a VE SDE); {type(sde).__name__} has none "
                      "(use 'dpm_solver', 'heun', 'sde' or 'pc')")
@@ -187,11 +187,11 @@ def _run(sde: SDE, score_fn, x, tau, progress, update, callback=None, learned=Fa
   (1..steps). targets: the table index each step (aligned with tau) goes to, < 0 for the
   end (default: the next lower index of tau, the end after the first); end: the table index
   whose kernel the end has (-1: the data, alpha = 1, sigma = 0; 0: index 0's)."""
-  alphas, sigmas = sde.discrete_kernel(torch.tensor(tau + [-1]))
+  alphas, sigmas = sde.chain.kernel(torch.tensor(tau + [-1]))
   kern = {i: (float(a), float(s)) for i, a, s in zip(tau + [-1], alphas, sigmas)}
   extra = sorted({i for i in (targets or []) if i >= 0} - set(tau)) + ([end] if end >= 0 else [])
   if extra:
-    alphas, sigmas = sde.discrete_kernel(torch.tensor(extra))
+    alphas, sigmas = sde.chain.kernel(torch.tensor(extra))
     kern.update({i: (float(a), float(s)) for i, a, s in zip(extra, alphas, sigmas)})
   kern[-1] = kern[end]
   down = tau[::-1][1:] + [-1] if targets is None else [max(i, -1) for i in targets[::-1]]

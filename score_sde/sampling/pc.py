@@ -53,7 +53,7 @@ class AncestralPredictor:
   def __init__(self, sde: SDE, score_fn, on_chain: bool = True, probability_flow: bool = False):
     if probability_flow:
       raise ValueError("the ancestral predictor has no probability-flow form; use 'reverse_diffusion'")
-    if not sde.has_discrete_chain:
+    if sde.chain is None:
       raise ValueError(f'the ancestral predictor needs a discrete chain and {type(sde).__name__} '
                        "has none; use 'reverse_diffusion' or 'euler_maruyama'")
     self.sde, self.score_fn, self.on_chain = sde, score_fn, on_chain
@@ -78,7 +78,7 @@ def _langevin_alpha(sde: SDE, t: torch.Tensor, on_chain: bool, dt: float) -> tor
   (DDPM table) and 1 for VE; the exact step over T/N for an SDE without a chain (sub-VP)."""
   if not on_chain:
     return sde.chain_step(t, dt)[0] ** 2
-  return sde.chain_step(t, None if sde.has_discrete_chain else sde.T / sde.N)[0] ** 2
+  return sde.chain_step(t, None if sde.chain is not None else sde.T / sde.N)[0] ** 2
 
 
 class LangevinCorrector:

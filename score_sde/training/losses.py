@@ -97,14 +97,14 @@ def get_loss_fn(sde: SDE, *, continuous: bool = True, weighting: str = 'score',
     eps: smallest training time (Song et al. use 1e-5).
   `score_fn(x, t)` or `score_fn(x, t, y)` must return the model score shaped like x `[B, ...]`.
   Discrete training draws chain indices and perturbs with the chain's own kernel
-  `sde.discrete_kernel(i)` (DDPM's sqrt(abar_i), sqrt(1-abar_i); SMLD's sigma grid); an SDE
+  `sde.chain.kernel(i)` (DDPM's sqrt(abar_i), sqrt(1-abar_i); SMLD's sigma grid); an SDE
   without a chain (sub-VP) is refused, as score_sde_pytorch does.
   """
   if weighting not in WEIGHTINGS:
     raise ValueError(f"unknown loss weighting '{weighting}'; choose one of: {', '.join(WEIGHTINGS)}")
   if importance_sampling and weighting != 'likelihood':
     raise ValueError('importance sampling of t applies to the likelihood weighting only')
-  if not continuous and not sde.has_discrete_chain:
+  if not continuous and sde.chain is None:
     raise ValueError(f'discrete-time training needs an SDE with a discrete chain and '
                      f'{type(sde).__name__} has none; set training.continuous=True')
   sampler = ImportanceSampler(sde, eps) if importance_sampling else None
@@ -112,7 +112,7 @@ def get_loss_fn(sde: SDE, *, continuous: bool = True, weighting: str = 'score',
   def coefficients(t):
     if continuous:
       return sde.mean_coeff(t), sde.marginal_std(t)
-    alpha, sigma = sde.discrete_kernel(sde.index_of_time(t))
+    alpha, sigma = sde.chain.kernel(sde.index_of_time(t))
     return alpha.to(t), sigma.to(t)
 
   def times(u):
