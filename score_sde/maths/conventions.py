@@ -18,9 +18,21 @@ about the time) are also defined here: `time_label(kind, sde, t)`.
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
 from score_sde.maths.utils import bcast
+
+
+
+class ScoreFn(Protocol):
+  """The one interface of every sampler, the likelihood, the bound, guidance and the inverse
+  solvers: `score_fn(x [B, ...], t [B]) -> [B, ...]`, the score grad_x log p_t(x), of any rank
+  and with or without a network behind it (`ScoreModel`, an analytic score, a guided one)."""
+
+  def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
 
 PARAMETERIZATIONS = ('eps', 'score', 'x0')
 TIME_LABELS = ('t999', 'sigma', 'index', 't')

@@ -24,7 +24,8 @@ from typing import Callable
 
 import torch
 
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from score_sde.maths.conventions import ScoreFn
+
 CondScoreFn = Callable[..., torch.Tensor]
 
 

@@ -26,6 +26,7 @@ import math
 import torch
 
 from score_sde.maths.pf_ode import ADAPTIVE_METHODS, FIXED_STEP_METHODS, no_overshoot, probability_flow_drift
+from score_sde.maths.conventions import ScoreFn
 from score_sde.maths.sdes import SDE
 from score_sde.maths.utils import batch_sum, full_t, randn
 
@@ -77,7 +78,7 @@ def _divergence(drift, x, t, probe):
   return f.detach(), div
 
 
-def log_likelihood(sde: SDE, score_fn, x: torch.Tensor, *, divergence: str = 'hutchinson',
+def log_likelihood(sde: SDE, score_fn: ScoreFn, x: torch.Tensor, *, divergence: str = 'hutchinson',
                    noise: str = 'rademacher', rtol: float = 1e-5, atol: float = 1e-5,
                    eps: float = 1e-5, generator: torch.Generator | None = None,
                    method: str = 'dopri5', steps: int = 100, amp: str = 'none') -> LikelihoodResult:

@@ -26,6 +26,7 @@ import torch
 
 from score_sde.maths import conventions as cv
 from score_sde.maths.chain_posterior import ChainTable
+from score_sde.maths.conventions import ScoreFn
 from score_sde.maths.sdes import SDE
 from score_sde.maths.utils import bcast, full_t, num_dims, randn_like
 
@@ -115,7 +116,7 @@ def _check_grid(x: torch.Tensor, data_range, n_bits: int) -> None:
 
 
 @torch.no_grad()
-def variational_bound(sde: SDE, score_fn, x: torch.Tensor, *, data_range=(-1.0, 1.0), n_bits: int = 8,
+def variational_bound(sde: SDE, score_fn: ScoreFn, x: torch.Tensor, *, data_range=(-1.0, 1.0), n_bits: int = 8,
                       variance: str = 'small', steps: int | None = None, generator=None,
                       clip_x0: bool = False, progress=None) -> VLBResult:
   """The variational bound on -log P(x) of data x `[B, ...]` (on the 2^n_bits grid of

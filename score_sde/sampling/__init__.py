@@ -19,6 +19,7 @@ from score_sde.sampling.common import CountingScore, SampleResult, Step, check_s
 from score_sde.sampling.optimized_grid import GridTuning
 from score_sde.sampling.pc import CORRECTORS, PREDICTORS
 from score_sde.sampling.spec import RegistryView, SolverSpec, register, solver_spec, unregister
+from score_sde.maths.conventions import ScoreFn
 from score_sde.maths.sdes import SDE
 
 register(pc.SPEC)
@@ -39,9 +40,9 @@ def solver_options(solver: str) -> tuple[str, ...]:
   return solver_spec(solver).option_names + ('ts', 'callback')
 
 
-def resolve_times(sde: SDE, score_fn, solver: str, shape, *, steps: int | None = None, eps: float = 1e-3,
-                  ts=None, tuning: GridTuning | None = None, device=None, dtype=torch.float32,
-                  **options) -> list[float]:
+def resolve_times(sde: SDE, score_fn: ScoreFn, solver: str, shape, *, steps: int | None = None,
+                  eps: float = 1e-3, ts=None, tuning: GridTuning | None = None, device=None,
+                  dtype=torch.float32, **options) -> list[float]:
   """The times `[T, ..., end]` (steps + 1 floats) that `solver` walks: explicit `ts` (checked),
   the optimized grid (`grid='optimized'`, tuned with `score_fn` on data of per-sample `shape`
   and cached as `tuning` says; `optimized_grid`), or the solver's own grid of `steps`
@@ -54,7 +55,7 @@ def resolve_times(sde: SDE, score_fn, solver: str, shape, *, steps: int | None =
   return spec.times(sde, steps, eps, ts, spec.parse(options))
 
 
-def sample(sde: SDE, score_fn, shape, solver: str = 'pc', *, steps: int | None = None,
+def sample(sde: SDE, score_fn: ScoreFn, shape, solver: str = 'pc', *, steps: int | None = None,
            generator: torch.Generator | None = None, device=None, eps: float = 1e-3,
            denoise: bool = True, x_init: torch.Tensor | None = None, progress=None,
            return_trajectory: bool = False, grid_tuning: GridTuning | None = None,
