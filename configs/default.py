@@ -138,7 +138,7 @@ def _inverse():
 
 def _data():
   d = ml_collections.ConfigDict()  # dataset, image shape and scaling
-  d.dataset = 'digits'            # see score_sde.datasets.DATASETS
+  d.dataset = 'digits'            # see score_sde.data.datasets.DATASETS
   d.root = ''                     # dataset folder (not needed for digits and 2-D toys)
   d.image_size = 16               # height = width of the images
   d.num_channels = 1              # image channels (2-D toys: 2 coordinates)

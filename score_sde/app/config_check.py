@@ -43,22 +43,31 @@ INF_ALLOWED = ('sampling.s_tmax',)  # keys where an infinite float means "no bou
 
 def rules() -> dict:
   """`{'section.key': (check, description)}` for every validated key."""
+  from score_sde.app.eval_modes import BPD_METHODS
+  from score_sde.data.datasets import DATASETS, SPLITS
+  from score_sde.evaluation.export import EXPORTS
+  from score_sde.evaluation.inception import RESIZE_MODES
+  from score_sde.evaluation.metrics import FID_METHODS
   from score_sde.maths.conventions import PARAMETERIZATIONS, TIME_LABELS
-  from score_sde.data.datasets import DATASETS
+  from score_sde.maths.likelihood import AMP_DTYPES, DIVERGENCES
+  from score_sde.maths.sdes import SCHEDULES, SDES
   from score_sde.models import NETWORKS
-  from score_sde.training.optim import OPTIMIZERS
+  from score_sde.runtime.device import AMP_MODES
   from score_sde.sampling import SOLVERS
-  from score_sde.maths.sdes import SDES
+  from score_sde.sampling.inverse import METHODS as INVERSE_METHODS
+  from score_sde.training.optim import OPTIMIZERS
+  from score_sde.training.task import NAN_POLICIES
+  from score_sde.training.vlb_loss import VLB_LOSSES
   return {
       'training.sde': _choice(SDES), 'training.batch_size': POSITIVE_INT,
       'training.n_iters': NON_NEGATIVE_INT, 'training.snapshot_freq': POSITIVE_INT,
       'training.snapshot_freq_for_preemption': POSITIVE_INT, 'training.keep_checkpoints': POSITIVE_INT,
       'training.log_freq': POSITIVE_INT,
-      'training.sample_freq': NON_NEGATIVE_INT, 'training.nan_policy': _choice(('stop', 'skip')),
+      'training.sample_freq': NON_NEGATIVE_INT, 'training.nan_policy': _choice(NAN_POLICIES),
       'training.max_nan_skips': POSITIVE_INT, 'training.grad_accum': POSITIVE_INT, 'training.p_uncond': PROBABILITY,
       'training.eps': _num(0.0, 1.0, lo_open=True, hi_open=True),
-      'training.loss': _choice(('dsm', 'hybrid', 'vlb')), 'training.vlb_weight': _num(0.0),
-      'eval.bpd_method': _choice(('ode', 'vlb', 'both')), 'eval.vlb_steps': NON_NEGATIVE_INT,
+      'training.loss': _choice(('dsm',) + VLB_LOSSES), 'training.vlb_weight': _num(0.0),
+      'eval.bpd_method': _choice(BPD_METHODS), 'eval.vlb_steps': NON_NEGATIVE_INT,
       'sampling.method': _choice(SOLVERS), **_solver_choices(), 'sampling.snr': _num(0.0),
       'sampling.n_steps_each': NON_NEGATIVE_INT, 'sampling.steps': NON_NEGATIVE_INT,
       'sampling.rtol': _num(0.0, lo_open=True), 'sampling.atol': _num(0.0, lo_open=True),
@@ -75,19 +84,19 @@ def rules() -> dict:
       'sampling.threshold': _num(0.0, 1.0),
       'sampling.threshold_max': ((lambda v: _num()[0](v) and (v == 0 or v >= 1)), 'a number >= 1, or 0 (no cap)'),
       'model.attention_type': _choice(('ddpm',)), 'model.conv_size': _choice_int((3,)),
-      'eval.batch_size': POSITIVE_INT, 'eval.bpd_dataset': _choice(('train', 'test')),
+      'eval.batch_size': POSITIVE_INT, 'eval.bpd_dataset': _choice(SPLITS),
       'eval.bpd_num_batches': NON_NEGATIVE_INT, 'eval.num_samples': POSITIVE_INT,
       'eval.begin_ckpt': NON_NEGATIVE_INT, 'eval.end_ckpt': _num(-1, integer=True),
-      'eval.kid_subset_size': _num(2, integer=True), 'eval.fid_method': _choice(('sqrtm', 'eig')),
-      'eval.bpd_divergence': _choice(('hutchinson', 'exact')), 'eval.bpd_amp': _choice(('none', 'fp16', 'bf16')),
-      'eval.inception_resize': _choice(('tf1', 'torch')), 'eval.is_splits': POSITIVE_INT,
+      'eval.kid_subset_size': _num(2, integer=True), 'eval.fid_method': _choice(FID_METHODS),
+      'eval.bpd_divergence': _choice(DIVERGENCES), 'eval.bpd_amp': _choice(AMP_DTYPES),
+      'eval.inception_resize': _choice(RESIZE_MODES), 'eval.is_splits': POSITIVE_INT,
       'eval.kid_subsets': NON_NEGATIVE_INT, 'eval.pr_k': NON_NEGATIVE_INT,
-      'eval.export': _choice(('', 'png', 'npz', 'both')),
+      'eval.export': _choice(EXPORTS),
       'data.dataset': _choice(DATASETS), 'data.image_size': POSITIVE_INT,
       'data.num_channels': POSITIVE_INT, 'data.num_classes': POSITIVE_INT,
       'data.num_workers': NON_NEGATIVE_INT, 'data.toy_size': POSITIVE_INT,
       'model.name': _choice(NETWORKS), 'model.parameterization': _choice(('auto',) + PARAMETERIZATIONS),
-      'model.time_label': _choice(('auto',) + TIME_LABELS), 'model.schedule': _choice(('linear', 'cosine')),
+      'model.time_label': _choice(('auto',) + TIME_LABELS), 'model.schedule': _choice(SCHEDULES),
       'model.num_scales': _num(2, integer=True), 'model.beta_min': _num(0.0, lo_open=True),
       'model.beta_max': _num(0.0, lo_open=True), 'model.sigma_min': _num(0.0, lo_open=True),
       'model.sigma_max': _num(0.0, lo_open=True), 'model.ema_rate': PROBABILITY,
@@ -95,12 +104,12 @@ def rules() -> dict:
       'optim.optimizer': _choice(OPTIMIZERS), 'optim.lr': _num(0.0, 1.0, lo_open=True),
       'optim.beta1': _num(0.0, 1.0, hi_open=True), 'optim.eps': _num(0.0, lo_open=True),
       'optim.weight_decay': _num(0.0), 'optim.warmup': NON_NEGATIVE_INT,
-      'runtime.amp': _choice(('none', 'bf16')),
+      'runtime.amp': _choice(AMP_MODES),
       'classifier.ch': POSITIVE_INT, 'classifier.levels': POSITIVE_INT,
       'classifier.hidden': POSITIVE_INT, 'classifier.depth': POSITIVE_INT,
       'classifier.eval_batches': POSITIVE_INT, 'sampling.classifier_scale': _num(0.0),
       'inverse.num_images': POSITIVE_INT, 'inverse.random_fraction': PROBABILITY,
-      'inverse.method': _choice(('', 'project', 'score')),
+      'inverse.method': _choice(('',) + INVERSE_METHODS),
       'seed': SEED, 'optim.grad_clip': GRAD_CLIP, 'sampling.label': _num(-1, integer=True),
       'sampling.s_tmin': _num(0.0), 'sampling.s_tmax': NOT_NAN_NON_NEGATIVE,
       'model.fourier_scale': _num(0.0, lo_open=True), 'model.init_scale': _num(0.0),
@@ -192,9 +201,10 @@ def _check_relations(config) -> None:
 
 def _check_variational(config) -> None:
   """Learned variances, the hybrid / VLB losses and the VLB bits/dim need a discrete chain."""
+  from score_sde.maths.sdes import SDES
   from score_sde.models import network_spec
   m, tr = config.model, config.training
-  chained = tr.sde.lower() in ('vpsde', 'vesde')
+  chained = SDES[tr.sde.lower()]().chain is not None  # whether this kind of SDE has a chain
   if m.learn_sigma:
     if not network_spec(config.model.name).learn_sigma:
       raise ConfigError(f"config.model.learn_sigma: network '{m.name}' cannot learn variances "

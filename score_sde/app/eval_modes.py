@@ -17,6 +17,9 @@ from score_sde.app.build import is_vector_data
 from score_sde.files.workdir import ckpt_dir, grid_cache_in
 
 
+BPD_METHODS = ('ode', 'vlb', 'both')
+
+
 def bpd_methods(config) -> tuple[str, ...]:
   """The likelihood estimates config.eval.bpd_method asks for: ('ode',), ('vlb',) or both."""
   m = config.eval.bpd_method.lower()

@@ -74,6 +74,9 @@ def _trace_sqrt_product_eig(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
   return float(np.sqrt(_drop_roundoff(evals)).sum())
 
 
+FID_METHODS = ('sqrtm', 'eig')
+
+
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6, method: str = 'sqrtm') -> float:
   """Fréchet (2-Wasserstein) distance between N(mu1, sigma1) and N(mu2, sigma2).
 

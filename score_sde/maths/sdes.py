@@ -28,6 +28,8 @@ from score_sde.maths.chain import DiscreteChain
 from score_sde.maths.sde_base import SDE, ReverseSDE
 from score_sde.maths.utils import batch_sum, bcast, num_dims, randn
 
+SCHEDULES = ('linear', 'cosine')   # VP beta schedules: DDPM's linear, IDDPM's cosine
+
 
 class _GaussianPrior:
   """Mixin: prior N(0, prior_std^2 I)."""
@@ -60,7 +62,7 @@ class VPSDE(_GaussianPrior, SDE):
   def __init__(self, beta_min=0.1, beta_max=20.0, N=1000, schedule='linear'):
     super().__init__(N)
     self.hparams = dict(beta_min=beta_min, beta_max=beta_max, schedule=schedule)
-    if schedule not in ('linear', 'cosine'):
+    if schedule not in SCHEDULES:
       raise ValueError(f"unknown VP schedule '{schedule}'; choose 'linear' or 'cosine'")
     self.beta_0, self.beta_1, self.schedule = float(beta_min), float(beta_max), schedule
     self.discrete_betas = self._discrete_betas()

@@ -9,6 +9,9 @@ import torch
 from score_sde.errors import UserError
 
 
+AMP_MODES = ('none', 'bf16')
+
+
 def get_device(runtime) -> torch.device:
   """The configured device; also applies `runtime.deterministic` (deterministic kernels)."""
   if runtime.deterministic:

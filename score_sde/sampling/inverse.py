@@ -48,6 +48,7 @@ COLOR_MATRIX = torch.tensor([
     [0.0, 1 / math.sqrt(2), -1 / math.sqrt(2)],
 ])
 KNOWN_MODES = ('state', 'mean')
+METHODS = ('project', 'score')   # the paper's PC projection, or the conditional score with any solver
 
 
 def check_observation(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

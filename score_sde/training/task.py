@@ -17,6 +17,9 @@ from score_sde.models import ScoreModel, check_metadata, checkpoint_metadata
 from score_sde.training.classifier import check_classifier_metadata, classifier_loss, classifier_metadata
 
 
+NAN_POLICIES = ('stop', 'skip')   # on a non-finite loss: stop, or skip the step (bounded)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
   """The loop's settings (config keys in brackets).
