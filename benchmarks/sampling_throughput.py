@@ -1,6 +1,6 @@
 """GPU throughput of the samplers and the likelihood with a real score network.
 
-Builds `score_sde.models.create_model(config, sde)` from a config file (default
+Builds `score_sde.app.build.create_model(config, sde)` from a config file (default
 configs/vp_cifar.py; random weights unless --checkpoint) and prints two markdown tables:
 
 * sampling at batch `--batch` (128): for each solver and variant, ms per step and images/s.

@@ -51,7 +51,7 @@ def entry_points() -> SimpleNamespace:
       train=run_lib.train, sample=run_lib.sample, likelihood=run_lib.likelihood,
       evaluate=run_lib.evaluate, inverse_problem=run_lib.inverse_problem,
       interpolate=run_lib.interpolate, validate=run_lib.check_config,
-      create_model=create_model, get_sde=build_sde, load_split=datasets.load_split,
+      create_model=create_model, build_sde=build_sde, load_split=datasets.load_split,
       configure_threads=configure_threads, solver_kwargs=solver_kwargs, solvers=tuple(SOLVERS),
       inception=inception, training_error=run_lib.TrainingError, config_error=ConfigError,
       # modules whose reads do not count: the validator looks at every key, and the eval
@@ -144,7 +144,7 @@ def _digits_flows(ep, digits, tmp_path, monkeypatch) -> None:
   for name, over in NETWORKS:
     config = digits(**{'model.name': name, 'model.learn_sigma': False, 'training.continuous': True,
                        'model.nf': 32, 'model.num_res_blocks': 1, **over})
-    ep.create_model(config, ep.get_sde(config))
+    ep.create_model(config, ep.build_sde(config))
   folder = tmp_path / 'images'
   folder.mkdir()
   for i in range(2):

@@ -292,11 +292,11 @@ def test_two_processes_writing_the_cache_keep_every_entry(tmp_path):
 
 def _classifier_file(tmp_path, sde, meta=True):
   from configs.toy_gmm import get_config
-  from score_sde.app.build import build_classifier as create_classifier
+  from score_sde.app.build import build_classifier
   from score_sde.training.classifier import classifier_metadata
   config = get_config()
   config.sampling.classifier_scale = 1.0
-  net = create_classifier(config, True)
+  net = build_classifier(config, True)
   state = {'model': net.state_dict(), 'step': 1}
   if meta:
     state['meta'] = classifier_metadata(sde)

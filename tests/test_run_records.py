@@ -129,6 +129,20 @@ def test_config_json_round_trip_of_every_packaged_config():
     run_record.config_from_json('[1, 2]', 'checkpoint x')
 
 
+def test_one_config_reader_for_checkpoints_and_safetensors(caplog):
+  """`config_from_json` reads both records (config_to_json's and ConfigDict.to_json's): unknown
+  keys are skipped with a warning, a wrong-typed value is a one-line CheckpointError."""
+  from score_sde.configs.toy import get_config
+  config = get_config()
+  for text in (run_record.config_to_json(config), config.to_json()):
+    assert run_record.flatten(run_record.config_from_json(text, 'f')) == run_record.flatten(config)
+  with caplog.at_level('WARNING'):
+    back = run_record.config_from_json('{"model": {"nf": 7, "bogus": 1}}', 'file y')
+  assert back.model.nf == 7 and 'model.bogus' in caplog.text
+  with pytest.raises(ckpt.CheckpointError, match=r'file z: config key training.batch_size = .big. has the wrong type'):
+    run_record.config_from_json('{"training": {"batch_size": "big"}}', 'file z')
+
+
 def test_progress_is_plain_lines_off_a_terminal(caplog, monkeypatch):
   monkeypatch.setenv('SCORE_SDE_PROGRESS_SECONDS', '0')
   with caplog.at_level(logging.INFO):

@@ -41,9 +41,11 @@ def config_to_json(config) -> str:
 
 
 def config_from_json(text: str, where: str = 'checkpoint'):
-  """A config rebuilt from `config_to_json`'s string: the defaults with the recorded values
-  (lists back to tuples where the default is one). Keys this version lacks are skipped with a
-  warning; a record that is not a JSON object is a one-line CheckpointError."""
+  """A config rebuilt from a JSON record (`config_to_json`'s string, or `ConfigDict.to_json`'s, as
+  our checkpoints and .safetensors files carry): the defaults with the recorded values (lists
+  back to tuples where the default is one). Keys this version lacks are skipped with a warning;
+  a record that is not a JSON object, or a value of the wrong type, is a one-line
+  CheckpointError."""
   from score_sde.configs.default import get_default_config
   try:
     values = json.loads(text) if isinstance(text, str) else None
@@ -53,27 +55,27 @@ def config_from_json(text: str, where: str = 'checkpoint'):
     raise ckpt.CheckpointError(f'{where} has a damaged config record (not a JSON object); pass the '
                                'config it was trained with')
   config, skipped = get_default_config(), []
-  _fill(config, values, '', skipped)
+  _fill(config, values, '', skipped, where)
   if skipped:
     logging.warning('%s records config keys this version does not take (ignored): %s', where,
                     ', '.join(skipped))
   return config
 
 
-def _fill(node, values: dict, prefix: str, skipped: list) -> None:
+def _fill(node, values: dict, prefix: str, skipped: list, where: str) -> None:
   import ml_collections
   for key, value in values.items():
     name = prefix + key
     if key not in node:
       skipped.append(name)
     elif isinstance(node[key], ml_collections.ConfigDict):
-      _fill(node[key], value if isinstance(value, dict) else {}, name + '.', skipped)
+      _fill(node[key], value if isinstance(value, dict) else {}, name + '.', skipped, where)
     else:
       value = tuple(value) if isinstance(node[key], tuple) and isinstance(value, list) else value
       try:
         node[key] = value
       except (TypeError, ValueError):
-        skipped.append(name)
+        raise ckpt.CheckpointError(f'{where}: config key {name} = {value!r} has the wrong type') from None
 
 
 def flatten(config, prefix: str = '') -> dict:

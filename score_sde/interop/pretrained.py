@@ -62,7 +62,8 @@ def file_config(path: str, base):
   if kind(path) == 'diffusers':
     from score_sde.interop.diffusers_io import diffusers_config
     return diffusers_config(path, base)[0]
-  from score_sde.interop.safetensors_io import config_from_json, read_meta
+  from score_sde.app.run_record import config_from_json
+  from score_sde.interop.safetensors_io import read_meta
   return config_from_json(read_meta(path)[1]['config'], path)
 
 

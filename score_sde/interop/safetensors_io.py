@@ -55,26 +55,6 @@ def save_safetensors(model, path: str, config) -> None:
       'score_sde_format': FORMAT, 'config': config.to_json(), 'meta': json.dumps(meta)})
 
 
-def config_from_json(text: str, where: str):
-  """Our default config with the values of a JSON config (keys this version lacks ignored)."""
-  from score_sde.configs.default import get_default_config
-  from score_sde.interop.ssp_config import _coerce, _flat
-  try:
-    values = dict(_flat(json.loads(text)))
-  except (ValueError, AttributeError) as e:
-    raise CheckpointError(f'{where} has a bad config in its metadata ({one_line(e)})') from None
-  config = get_default_config()
-  for key, value in values.items():
-    section, _, name = key.rpartition('.')
-    node = config[section] if section in config else (config if not section else None)
-    if node is not None and name in node:
-      try:
-        node[name] = _coerce(key, value, node[name])
-      except (TypeError, ValueError):
-        raise CheckpointError(f'{where}: config key {key} = {value!r} has the wrong type') from None
-  return config
-
-
 def read_meta(path: str) -> tuple[dict, dict]:
   """(tensors, {'config': text, 'meta': dict}) of one of our safetensors files."""
   tensors, metadata = read_tensors(path)
@@ -92,10 +72,10 @@ def load_safetensors(path: str, config=None, device='cpu'):
   """The `ScoreModel` of our safetensors file `path`, in eval mode, with `.config` set: the
   config stored in the file, or `config` (which must agree with the file's SDE, network and
   conventions)."""
-  from score_sde.models import check_metadata
-  from score_sde.app.build import create_model
-  from score_sde.app.build import build_sde
+  from score_sde.app.build import build_sde, create_model
+  from score_sde.app.run_record import config_from_json
   from score_sde.files.checkpoint import load_weights
+  from score_sde.models import check_metadata
   tensors, info = read_meta(path)
   if config is None:
     config = config_from_json(info['config'], path)
