@@ -15,13 +15,21 @@ import os
 import numpy as np
 import torch
 
-from score_sde.files import checkpoint as ckpt
+from score_sde.app.build import data_shape
 from score_sde.data import datasets
-from score_sde.runtime import distributed
 from score_sde.errors import UserError
-from score_sde.runtime.progress import progress
+from score_sde.evaluation.export import save_npz
+from score_sde.evaluation import inception as inception_v3
+from score_sde.evaluation.manifest import read_sample_shard, read_values_shard
+from score_sde.evaluation.reference import read_reference
+from score_sde.evaluation.report import image_quality, point_quality
+from score_sde.evaluation import stats as feature_stats
+from score_sde.files import checkpoint as ckpt
+from score_sde.files.workdir import write_output
 from score_sde.maths.likelihood import bits_per_dim, log_likelihood
 from score_sde.maths.vlb import variational_bound
+from score_sde.runtime import distributed
+from score_sde.runtime.progress import progress
 
 
 def eval_checkpoints(config, folder: str) -> list[tuple[int, str]]:
@@ -47,10 +55,6 @@ def eval_samples(config, sample_shard, out_dir: str, shards=None) -> tuple[list[
   under torchrun `distributed.my_shards`). A shard on disk is reused only if it reads back with
   the expected shape, dtype and finite values (score_sde.evaluation.manifest); else it is
   redrawn. Returns the files and the mean NFE per shard (of `shards`)."""
-  from score_sde.evaluation.export import save_npz
-  from score_sde.evaluation.manifest import read_sample_shard
-  from score_sde.files.workdir import write_output
-  from score_sde.app.build import data_shape
   n, bs = config.eval.num_samples, config.sampling.batch_size
   shape = data_shape(config)
   flat = len(shape) == 1
@@ -87,9 +91,6 @@ def reference_stats(config, workdir: str, inception, device, info: dict | None =
   split without random flips, cached at <workdir>/eval/<dataset>_<size>_train_stats_tf1.npz
   (eval.inception_resize 'tf1'; '..._train_stats.npz' for 'torch', as before). A bad
   file is a one-line UserError. `info` gets 'reference' (the file) and 'reference_format'."""
-  from score_sde.evaluation.inception import POOL3_DIM
-  from score_sde.evaluation.reference import read_reference
-  from score_sde.evaluation.stats import compute_activations, load_or_compute_stats
   d, info = config.data, {} if info is None else info
   mode = config.eval.inception_resize.lower()  # features depend on it: one cache per mode
   suffix = '' if mode == 'torch' else '_' + mode
@@ -98,11 +99,11 @@ def reference_stats(config, workdir: str, inception, device, info: dict | None =
   info['reference'] = path
   if os.path.exists(path):  # given or cached (without features KID and P/R are skipped)
     bs = config.eval.batch_size
-    featurize = lambda im: compute_activations(
+    featurize = lambda im: feature_stats.compute_activations(
         (torch.from_numpy(im[i:i + bs]) for i in range(0, len(im), bs)), inception, device,
         num_images=len(im)).pool3
     try:
-      stats, info['reference_format'] = read_reference(path, POOL3_DIM, featurize)
+      stats, info['reference_format'] = read_reference(path, inception_v3.POOL3_DIM, featurize)
     except ValueError as e:
       raise UserError(str(e)) from None
     return stats
@@ -112,20 +113,19 @@ def reference_stats(config, workdir: str, inception, device, info: dict | None =
   loader = datasets.InfiniteLoader(datasets.load_split(cfg.data, 'train'), config.eval.batch_size, seed=0,
                                    shuffle=False, drop_last=False)
   batches = lambda: (next(loader)[0] for _ in range(loader.batches_per_epoch))
-  return load_or_compute_stats(path, batches, inception, device, keep_features=True,
+  return feature_stats.load_or_compute_stats(path, batches, inception, device, keep_features=True,
                                num_images=len(loader.dataset))
 
 
 def quality_reference(config, workdir: str, cache: dict, device) -> None:
   """Load the Inception network (with eval.inception_resize) and the reference statistics into
   `cache` (once), so that a missing or bad file is reported before any sample is drawn."""
-  from score_sde.evaluation.inception import FIDInceptionV3, load_inception
   if 'inception' not in cache:
     try:
-      cache['inception'] = load_inception(config.eval.inception_path, device)
+      cache['inception'] = inception_v3.load_inception(config.eval.inception_path, device)
     except (FileNotFoundError, ValueError) as e:
       raise UserError(str(e)) from None
-    if isinstance(cache['inception'], FIDInceptionV3):
+    if isinstance(cache['inception'], inception_v3.FIDInceptionV3):
       cache['inception'].resize_mode = config.eval.inception_resize.lower()
     cache['reference_info'] = {}
     cache['reference'] = reference_stats(config, workdir, cache['inception'], device,
@@ -136,7 +136,6 @@ def sample_quality(config, workdir: str, files: list[str], flat: bool, cache: di
   """FID / IS / KID / precision-recall of the sample files (images), or sliced-W2 and moment
   errors against the test split (vectors). `cache` keeps the Inception network and reference
   statistics between checkpoints."""
-  from score_sde.evaluation.report import image_quality, point_quality
   e = config.eval
   if flat:
     test = datasets.load_split(config.data, 'test')
@@ -206,8 +205,6 @@ def likelihood_batches(config, model, flat: bool, cache_dir: str = '', generator
   values are saved there as bpd_<i>.npy (vlb_<i>.npy) and reused. The noise comes from `generator` (one stream for all
   batches), or else from a generator per batch seeded by seed + i, so that a batch recomputed
   after a pre-emption, or on another rank, equals the lost one. `terms` gets {i: VLB terms}."""
-  from score_sde.evaluation.manifest import read_values_shard
-  from score_sde.files.workdir import write_output
   device = next(model.parameters()).device
   loader = datasets.InfiniteLoader(datasets.load_split(config.data, config.eval.bpd_dataset),
                                    config.eval.batch_size, seed=config.seed, shuffle=False,

@@ -1,20 +1,27 @@
 """The evaluation modes of the command line: --mode likelihood and --mode eval (orchestration
-only; the loops are in score_sde.evaluation)."""
+only; the loops are in score_sde.app.eval_loop, the metrics in score_sde.evaluation)."""
 from __future__ import annotations
 
 import os
 
 import numpy as np
 
+from score_sde.app import eval_loop as loop
+from score_sde.app import eval_preflight as preflight
 from score_sde.app import eval_settings
-from score_sde.files import checkpoint as ckpt
-from score_sde.data import datasets
-from score_sde.app.generate import generate, class_labels_for
-from score_sde.files.workdir import ensure_writable, write_output
-from score_sde.app.eval_model import load_eval_model
-from score_sde.app.loading import load_guidance_classifier
 from score_sde.app.build import is_vector_data
-from score_sde.files.workdir import ckpt_dir, grid_cache_in
+from score_sde.app.eval_loop import likelihood_batches, summary
+from score_sde.app.eval_model import load_eval_model
+from score_sde.app.generate import generate, class_labels_for
+from score_sde.app.loading import load_guidance_classifier
+from score_sde.data import datasets
+from score_sde.data.loader import mix_seed
+from score_sde.evaluation import manifest
+from score_sde.evaluation.export import export_samples
+from score_sde.files import checkpoint as ckpt
+from score_sde.files.workdir import ckpt_dir, ensure_writable, grid_cache_in, write_output
+from score_sde.runtime import distributed
+from score_sde.runtime.device import get_device
 
 
 BPD_METHODS = ('ode', 'vlb', 'both')
@@ -33,16 +40,13 @@ def likelihood(config, workdir: str, checkpoint: str = '') -> dict:
   `vlb_breakdown` the bound's terms. A non-finite mean is reported as null with a warning (a
   single example's stderr is null too: JSON has no NaN). Batch i's noise is seeded by
   seed + i; under torchrun batch i runs on rank i % world_size and rank 0 writes the report."""
-  from score_sde.runtime import distributed
-  from score_sde.evaluation.manifest import checkpoint_sha256
-  from score_sde.runtime.device import get_device
   ensure_writable(workdir, 'likelihood.json')
   datasets.load_split(config.data, config.eval.bpd_dataset)  # a missing dataset: before the model
   toy = is_vector_data(config)
   unit, split = ('nats/dim' if toy else 'bits/dim'), config.eval.bpd_dataset
   with distributed.ranks(get_device(config.runtime)) as dist:
     model, path = load_eval_model(config, workdir, checkpoint)
-    report = {'checkpoint': path, 'checkpoint_sha256': checkpoint_sha256(path), 'unit': unit,
+    report = {'checkpoint': path, 'checkpoint_sha256': manifest.checkpoint_sha256(path), 'unit': unit,
               'bpd_dataset': split}
     for method in bpd_methods(config):
       v, terms = _likelihood_over_ranks(config, model, toy, method, dist)
@@ -57,8 +61,6 @@ def likelihood(config, workdir: str, checkpoint: str = '') -> dict:
 def _likelihood_over_ranks(config, model, toy: bool, method: str, dist):
   """(values [N] in batch order, VLB terms per batch) of `likelihood`, batches split over the
   ranks; (None, None) off rank 0."""
-  from score_sde.runtime import distributed
-  from score_sde.app.eval_loop import likelihood_batches
   terms = {}
   mine = distributed.agree(dist, lambda: likelihood_batches(
       config, model, toy, method=method, terms=terms, dist=dist),
@@ -74,7 +76,6 @@ def _likelihood_over_ranks(config, model, toy: bool, method: str, dist):
 
 def _likelihood_summary(report: dict, method: str, v, terms: list, what: str, where: str) -> None:
   """Add method's mean, stderr and (VLB) breakdown to `report`, and print them."""
-  from score_sde.app.eval_loop import summary
   mean, se = summary(v)
   report.update({f'{method}_mean': mean, f'{method}_stderr': se, 'num_examples': len(v)})
   report.setdefault('mean', mean)
@@ -104,10 +105,6 @@ def evaluate(config, workdir: str, solver: str | None = None, checkpoint: str = 
   report, and a killed run resumes on any number of ranks. Rank 0 alone reconciles the folder,
   scores and writes reports (the others wait)."""
   from torch.utils.tensorboard import SummaryWriter
-  from score_sde.runtime import distributed
-  from score_sde.app import eval_preflight as preflight
-  from score_sde.app import eval_loop as loop
-  from score_sde.runtime.device import get_device
   grid_cache_in(config.sampling, workdir)
   e = config.eval
   solver = (solver or e.solver or config.sampling.method).lower()
@@ -138,10 +135,6 @@ def _evaluate_checkpoint(config, workdir: str, out_root: str, solver: str, step:
                          cache: dict, dist=None) -> tuple[str, dict]:
   """One checkpoint of `evaluate`: (folder name, report; {} off rank 0). The report, with the
   folder's manifest, is written before the first shard ('complete': false) and after the last."""
-  from score_sde.runtime import distributed
-  from score_sde.data.loader import mix_seed
-  from score_sde.evaluation import manifest
-  from score_sde.app import eval_loop as loop
   dist = dist or distributed.Dist()
   e, flat = config.eval, is_vector_data(config)
   model, _ = load_eval_model(config, workdir, path)
@@ -193,8 +186,6 @@ def _score_checkpoint(config, workdir: str, report: dict, flat: bool, model, sha
                       cache: dict, name: str) -> dict:
   """Rank 0 of `_evaluate_checkpoint`, every shard on disk: the sample quality, bits/dim and
   the export (eval.export) of the samples. Returns the report's values."""
-  from score_sde.app import eval_loop as loop
-  from score_sde.evaluation.export import export_samples
   e, device, report = config.eval, next(model.parameters()).device, dict(report)
   if e.enable_sampling:
     files, nfe = loop.eval_samples(config, shard, out_dir)  # all there: read back and checked

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import torch
 
+from score_sde.app import eval_loop as loop
+from score_sde.app.build import build_sde, data_shape, solver_kwargs
+from score_sde.app.generate import class_labels_for
 from score_sde.data import datasets
 from score_sde.errors import UserError
+from score_sde.evaluation.export import EXPORTS
+from score_sde.sampling import SOLVERS, sample as run_sampler
 
 
 class _ZeroScore:
@@ -30,11 +35,6 @@ def check_solver(config, solver: str) -> None:
   """Run `solver` with config.sampling's options on one prior draw with a zero score (an
   optimized grid is replaced by 'logsnr': it is tuned on the network later); a bad option or
   step count is a one-line UserError."""
-  from score_sde.app.generate import class_labels_for
-  from score_sde.app.build import solver_kwargs
-  from score_sde.app.build import data_shape
-  from score_sde.sampling import SOLVERS, sample as run_sampler
-  from score_sde.app.build import build_sde
   if solver not in SOLVERS:
     raise UserError(f"unknown solver '{solver}'; choose one of: {', '.join(SOLVERS)}")
   s = config.sampling
@@ -54,8 +54,6 @@ def check_eval(config, workdir: str, solver: str, cache: dict, device, flat: boo
                main: bool = True) -> None:
   """Everything `--mode eval` will need, before its first sample (see the module docstring).
   Only rank 0 (`main`) loads the Inception network and the reference: it alone scores."""
-  from score_sde.app import eval_loop as loop
-  from score_sde.evaluation.export import EXPORTS
   e = config.eval
   if e.export not in EXPORTS:
     raise UserError(f"config.eval.export = {e.export!r}: choose one of {EXPORTS}")

@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import torch
 
-from score_sde.files import checkpoint as ckpt
+from score_sde.app.build import data_shape, solver_kwargs
 from score_sde.data import datasets
 from score_sde.errors import ConfigError, UserError
-from score_sde.sampling.graphed import GraphedScore
-from score_sde.app.build import data_shape, solver_kwargs
-from score_sde.sampling import SOLVERS, resolve_times, sample as run_sampler
+from score_sde.files import checkpoint as ckpt
+from score_sde.maths.guidance import bind, classifier_free, classifier_guidance
 from score_sde.runtime.device import autocast
+from score_sde.sampling import SOLVERS, resolve_times, sample as run_sampler
+from score_sde.sampling.graphed import GraphedScore
+from score_sde.sampling.optimized_grid import GridTuning, model_fingerprint
+from score_sde.training.classifier import classifier_log_prob_fn
 
 
 def optimized_times(config, model, solver: str, kwargs: dict, classifier, device) -> list[float]:
   """The optimized grid (`sampling.grid = 'optimized'`) of `solver` for this model and guidance,
   tuned on `sampling.grid_pilot_batch` prior draws (labels as `class_labels_for`) and cached per model
   fingerprint in memory and in `sampling.grid_cache_dir` (if set)."""
-  from score_sde.sampling.optimized_grid import GridTuning, model_fingerprint
   s = config.sampling
   pilot = s.grid_pilot_batch
   if class_labels_for(config, 1, device) is None:
@@ -56,8 +58,6 @@ def guided_score_fn(config, model, y, classifier=None):
   models) and the noisy classifier's guidance added (`classifier`)."""
   if y is None:
     return model
-  from score_sde.training.classifier import classifier_log_prob_fn
-  from score_sde.maths.guidance import bind, classifier_free, classifier_guidance
   score = model
   if config.model.class_conditional:
     score = bind(classifier_free(model, config.sampling.guidance_scale,

@@ -20,15 +20,19 @@ import os
 
 import torch
 
-from score_sde.files import checkpoint as ckpt
-from score_sde.data import datasets
-from score_sde.files import visualize
-from score_sde.errors import ConfigError, UserError
-from score_sde.app.generate import generate, guided_score_fn
-from score_sde.app.eval_model import load_eval_model
-from score_sde.app.loading import load_guidance_classifier
+from score_sde.app import config_check
 from score_sde.app.build import data_shape
-from score_sde.files.workdir import ckpt_dir, latest_checkpoint
+from score_sde.app.cli import resolve_config
+from score_sde.app.eval_loop import _batch_values
+from score_sde.app.eval_model import load_eval_model
+from score_sde.app.generate import generate, guided_score_fn
+from score_sde.app.loading import checkpoint_config, load_guidance_classifier
+from score_sde.data import datasets
+from score_sde.errors import ConfigError, UserError
+from score_sde.files import checkpoint as ckpt
+from score_sde.files import visualize
+from score_sde.files.workdir import ckpt_dir, latest_checkpoint, write_output
+from score_sde.maths.pf_ode import ode_integrate, probability_flow_drift
 
 
 def load(path: str, config=None, device: str | None = None) -> 'Pipeline':
@@ -45,7 +49,6 @@ def load(path: str, config=None, device: str | None = None) -> 'Pipeline':
     config = config_from_file(config)
   else:
     config = config.copy_and_resolve_references()
-  from score_sde.app import config_check
   config_check.validate(config)
   if device is not None:
     config.runtime.device = str(device)
@@ -70,7 +73,6 @@ def _locate(path: str) -> tuple[str, str]:
 
 def _recorded_config(checkpoint: str):
   """The config recorded in `checkpoint` (read fully, checksums verified)."""
-  from score_sde.app.loading import checkpoint_config
   try:
     state = ckpt.read_checkpoint(checkpoint)
   except (ckpt.CheckpointError, OSError) as e:
@@ -84,7 +86,6 @@ def _recorded_config(checkpoint: str):
 def config_from_file(spec: str):
   """The config of `FILE.py[:ARG]` or of a packaged config `NAME[:ARG]` (`get_config(ARG)`)."""
   import importlib.util
-  from score_sde.app.cli import resolve_config
   file, sep, arg = resolve_config(spec).partition(':')
   try:
     module_spec = importlib.util.spec_from_file_location('_score_sde_user_config', file)
@@ -140,7 +141,6 @@ class Pipeline:
   def save_grid(self, images, path: str, nrow: int | None = None) -> str:
     """Write images (uint8 or [0, 1] floats `[B, C, H, W]`) as a PNG grid of `nrow` columns,
     or toy vectors `[B, 2]` as a density picture; returns `path`."""
-    from score_sde.files.workdir import write_output
     x = self._input(images)
     write_output(path, lambda p: visualize.save_samples_png(x, p, nrow=nrow))
     return path
@@ -151,7 +151,6 @@ class Pipeline:
     dequantised as --mode likelihood does, through the PF-ODE ('ode'; eval.bpd_divergence,
     sampling.rtol / atol) or the DDPM variational bound ('vlb'). A conditional model's is
     its unconditional density (the null label)."""
-    from score_sde.app.eval_loop import _batch_values
     if method not in ('ode', 'vlb'):
       raise UserError(f"method = {method!r}: choose 'ode' or 'vlb'")
     x = self._input(x).to(self.device)
@@ -194,7 +193,6 @@ class Pipeline:
   # ---------------------------------------------------------------- helpers
   def _flow(self, x, t0: float, t1: float, label, rtol, atol) -> torch.Tensor:
     """x integrated along the PF-ODE from t0 to t1, in batches of sampling.batch_size."""
-    from score_sde.maths.pf_ode import ode_integrate, probability_flow_drift
     s, out = self.config.sampling, []
     if label is not None and not self.config.model.class_conditional:
       raise UserError('label needs a class-conditional model (model.class_conditional)')
@@ -223,7 +221,6 @@ class Pipeline:
                        ('classifier_scale', classifier_scale)):
       if value is not None:
         c.sampling[key] = value
-    from score_sde.app import config_check
     config_check.validate(c)
     return c
 

@@ -23,17 +23,17 @@ import sys
 import numpy as np
 import torch
 
-from score_sde.app import config_check
-from score_sde.data import datasets
-from score_sde.files import visualize
-from score_sde.errors import Interrupted, TrainingError, UserError  # noqa: F401 (re-exported)
-from score_sde.app.generate import generate
-from score_sde.files.workdir import ensure_writable
-from score_sde.runtime.progress import progress
-from score_sde.training.stop_signals import StopAgreement, StopSignals
+from score_sde.app import config_check, run_record
 from score_sde.app.build_train import build_trainer
+from score_sde.app.generate import generate
+from score_sde.data import datasets
+from score_sde.errors import Interrupted, TrainingError, UserError  # noqa: F401 (re-exported)
+from score_sde.files import run_lock, visualize
+from score_sde.files.workdir import ckpt_dir, ensure_writable
+from score_sde.runtime.progress import progress
+from score_sde.training.classifier import accuracy_by_noise_level
+from score_sde.training.stop_signals import StopAgreement, StopSignals
 from score_sde.training.trainer import Trainer
-from score_sde.files.workdir import ckpt_dir
 
 
 
@@ -50,7 +50,6 @@ def train(config, workdir: str, task: str = 'score') -> dict:
 
   SIGTERM / SIGINT save a checkpoint at the current step and raise `Interrupted`. One training
   per workdir: it holds <workdir>/train.lock until it returns or raises (score_sde.files.run_lock)."""
-  from score_sde.files import run_lock
   ensure_writable(ckpt_dir(workdir, task), 'checkpoints')
   with run_lock.hold(workdir, task):
     return _train(config, workdir, task)
@@ -60,7 +59,6 @@ def _train(config, workdir: str, task: str) -> dict:
   """`train` while holding the workdir's lock; rank 0 appends every log line to <folder>/log.txt
   and writes config.json and run.json there once resuming succeeded (score_sde.app.run_record;
   <folder> is the workdir, or <workdir>/classifier)."""
-  from score_sde.app import run_record
   folder = os.path.dirname(ckpt_dir(workdir, task))
   rank0 = os.environ.get('RANK', '0').strip() in ('', '0')
   with run_record.log_file(folder) if rank0 else contextlib.nullcontext():
@@ -70,7 +68,6 @@ def _train(config, workdir: str, task: str) -> dict:
 def _train_logged(config, workdir: str, task: str, folder: str) -> dict:
   """`_train` with its log file open: restore, write the run records, then the loop."""
   from torch.utils.tensorboard import SummaryWriter
-  from score_sde.app import run_record
   trainer = build_trainer(config, workdir, task)
   try:
     trainer.restore()
@@ -138,7 +135,6 @@ def _after_step(config, trainer: Trainer, writer, metrics: dict, bar) -> None:
 def _classifier_accuracy(config, trainer: Trainer, writer, bins: int = 5) -> None:
   """The classifier's test accuracy on x_t in `bins` equal ranges of t, as TensorBoard scalars
   accuracy/t_<lo>-<hi> (EMA weights, restored afterwards)."""
-  from score_sde.training.classifier import accuracy_by_noise_level
   test = datasets.load_split(config.data, 'test')
   loader = datasets.InfiniteLoader(test, min(config.eval.batch_size, len(test)), seed=config.seed,
                                    shuffle=False, drop_last=False, device=trainer.device)

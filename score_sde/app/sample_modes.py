@@ -8,18 +8,23 @@ import os
 import numpy as np
 import torch
 
-from score_sde.files import checkpoint as ckpt
-from score_sde.data import datasets
-from score_sde.files import visualize
-from score_sde.errors import UserError
-from score_sde.app.generate import generate, grid_row, class_labels_for
-from score_sde.files.workdir import ensure_writable, write_output
+from score_sde.app import inverse_cli
+from score_sde.app.build import is_vector_data, solver_kwargs
 from score_sde.app.eval_model import load_eval_model
+from score_sde.app.eval_preflight import check_solver
+from score_sde.app.generate import class_labels_for, generate, grid_row, non_finite_cause
 from score_sde.app.loading import load_guidance_classifier
-from score_sde.app.build import solver_kwargs
-from score_sde.app.build import is_vector_data
+from score_sde.app.pipeline import Pipeline
+from score_sde.data import datasets
+from score_sde.data.loader import mix_seed
+from score_sde.errors import UserError
+from score_sde.files import checkpoint as ckpt
+from score_sde.files import visualize
+from score_sde.files.workdir import ensure_writable, grid_cache_in, write_output
+from score_sde.runtime import distributed
+from score_sde.runtime.device import get_device
 from score_sde.runtime.progress import progress
-from score_sde.files.workdir import grid_cache_in
+from score_sde.sampling import inverse
 
 
 def _stem(path: str) -> str:
@@ -34,9 +39,6 @@ def sample(config, workdir: str, solver: str | None = None, checkpoint: str = ''
   (of sampling.batch_size) is drawn with seed mix_seed(sampling.seed, i); under torchrun batch
   i runs on rank i % world_size and rank 0 gathers and writes, so any number of ranks writes
   the same samples."""
-  from score_sde.runtime import distributed
-  from score_sde.app.eval_preflight import check_solver
-  from score_sde.runtime.device import get_device
   ensure_writable(os.path.join(workdir, 'samples'), 'samples')
   grid_cache_in(config.sampling, workdir)
   solver = (solver or config.sampling.method).lower()
@@ -61,8 +63,6 @@ def sample(config, workdir: str, solver: str | None = None, checkpoint: str = ''
 def _draw_batches(config, model, solver: str, classifier, dist) -> list[tuple]:
   """[(i, samples of batch i, its NFE)] for this rank's batches of `sample` (all, on one
   process)."""
-  from score_sde.runtime import distributed
-  from score_sde.data.loader import mix_seed
   s = config.sampling
   n, bs = s.num_samples, s.batch_size
   labels = class_labels_for(config, n, next(model.parameters()).device)
@@ -84,8 +84,6 @@ def inverse_problem(config, workdir: str, task: str, solver: str | None = None,
   samples/<task>_<solver>_<checkpoint>.png (rows: input, result, original) and .npz. Images are
   solved in batches of sampling.batch_size, batch i with seed mix_seed(sampling.seed, i); under
   torchrun batch i runs on rank i % world_size and rank 0 gathers and writes."""
-  from score_sde.runtime import distributed
-  from score_sde.runtime.device import get_device
   out_dir = ensure_writable(os.path.join(workdir, 'samples'), f'{task} results')
   solver = (solver or config.sampling.method).lower()
   d = config.data
@@ -117,7 +115,6 @@ def inverse_problem(config, workdir: str, task: str, solver: str | None = None,
 
 def _inverse_inputs(config) -> torch.Tensor:
   """The originals `[n, C, H, W]` in [0, 1] (CPU) of `inverse_problem`."""
-  from score_sde.app import inverse_cli
   d, inv = config.data, config.inverse
   if inv.source:
     return inverse_cli.load_images(inv.source, d.num_channels, d.image_size)[:inv.num_images]
@@ -127,10 +124,6 @@ def _inverse_inputs(config) -> torch.Tensor:
 
 def _inverse_batch(config, model, task: str, solver: str, x0_all, i: int):
   """(input shown, result in [0, 1]) `[b, C, H, W]` (CPU) of batch i of `inverse_problem`."""
-  from score_sde.sampling import inverse
-  from score_sde.app import inverse_cli
-  from score_sde.data.loader import mix_seed
-  from score_sde.app.generate import non_finite_cause
   s, inv, device = config.sampling, config.inverse, next(model.parameters()).device
   sl = slice(i * s.batch_size, (i + 1) * s.batch_size)
   x0 = x0_all[sl].to(device)
@@ -164,8 +157,6 @@ def interpolate(config, workdir: str, checkpoint: str = '') -> str:
   of inverse.source (or the test split) encoded to their latents by the probability-flow ODE,
   and sampling.interpolate_steps images decoded along the spherical path between them; writes
   samples/interpolate_<checkpoint>.png (one row: original, path, original) and .npz."""
-  from score_sde.app import inverse_cli
-  from score_sde.app.pipeline import Pipeline
   if is_vector_data(config):
     raise UserError(f'interpolate works on images; config.model.name = {config.model.name!r} '
                     'takes vectors')
