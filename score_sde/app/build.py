@@ -4,7 +4,6 @@ below the application layer takes a whole config."""
 from __future__ import annotations
 
 from score_sde.data import datasets
-from score_sde.data.datasets import data_range
 from score_sde.errors import ConfigError
 from score_sde.maths.sdes import SDE, SDES, VESDE
 from score_sde.models import ScoreModel, network_spec, resolve_conventions
@@ -73,7 +72,7 @@ def build_loss(config, sde: SDE):
   if tr.loss != 'dsm':
     return get_vlb_loss_fn(sde, tr.loss, learn_sigma=config.model.learn_sigma,
                            vlb_weight=tr.vlb_weight, reduce_mean=tr.reduce_mean,
-                           data_range=data_range(config.data))
+                           data_range=datasets.data_range(config.data))
   return get_loss_fn(sde, continuous=tr.continuous,
                      weighting='likelihood' if tr.likelihood_weighting else 'score',
                      importance_sampling=tr.importance_sampling, reduce_mean=tr.reduce_mean,

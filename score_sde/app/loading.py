@@ -5,12 +5,13 @@ and the noisy classifier of classifier guidance."""
 from __future__ import annotations
 
 from score_sde.app.build import build_classifier, build_sde, create_model, is_vector_data
-from score_sde.app.run_record import CONFIG_KEY, changed_keys, config_from_json, flatten, identity_keys, show_value
+from score_sde.app.run_record import (CONFIG_KEY, changed_keys, config_from_json, flatten, identity_keys,
+                                      show_value)
 from score_sde.errors import UserError
 from score_sde.files import checkpoint as ckpt
 from score_sde.files.workdir import ckpt_dir, latest_checkpoint
-from score_sde.training.classifier import check_classifier_metadata
 from score_sde.models import ScoreModel, check_metadata, load_state
+from score_sde.training.classifier import check_classifier_metadata
 
 
 def load_checkpoint(path: str, config=None, device='cpu', use_ema: bool = True, sde=None) -> ScoreModel:

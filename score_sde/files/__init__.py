@@ -1,1 +1,2 @@
-"""Files a run reads and writes: atomic writes, checkpoints, the workdir layout, the writer lock, run records and PNG output."""
+"""Files a run reads and writes: atomic writes, checkpoints, the workdir layout and its output
+folders, the writer lock, PNG output."""

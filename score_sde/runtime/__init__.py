@@ -1,1 +1,2 @@
-"""Where and how a run executes: device, threads and mixed precision, torchrun process groups, progress reports."""
+"""Where and how a run executes: device, threads and mixed precision, torchrun process groups,
+progress reports."""
