@@ -1,27 +1,9 @@
 """NCSN++ cont. (sub-VP) on CIFAR-10 (Song et al. 2021, ICLR, Table 3); score_sde_pytorch
-`configs/subvp/cifar10_ncsnpp_continuous.py`: FIR resampling and the residual input pyramid,
-positional embedding of 999 t."""
-from score_sde.configs.default import get_default_config
+`configs/subvp/cifar10_ncsnpp_continuous.py`: vp_cifar_ncsnpp with the sub-VP SDE."""
+from score_sde.configs.vp_cifar_ncsnpp import get_config as _base
 
 
 def get_config():
-  config = get_default_config()
-  training = config.training
-  training.reduce_mean = True
-  training.sde = 'subvpsde'
-
-  sampling = config.sampling
-  sampling.corrector = 'none'
-  sampling.predictor = 'euler_maruyama'
-
-  data = config.data
-  data.dataset = 'cifar10'
-  data.image_size = 32
-  data.num_channels = 3
-  data.random_flip = True
-
-  model = config.model
-  model.fir = True
-  model.name = 'ncsnpp'
-  model.progressive_input = 'residual'
+  config = _base()
+  config.training.sde = 'subvpsde'
   return config

@@ -1,23 +1,11 @@
 """DDPM++ (VP, discrete DDPM chain) on CIFAR-10 (Song et al. 2021, ICLR, Table 2); score_sde_pytorch
-`configs/vp/cifar10_ddpmpp.py`: the DDPM++ network trained on the 1000-step chain."""
-from score_sde.configs.default import get_default_config
+`configs/vp/cifar10_ddpmpp.py`: the DDPM++ config (vp_cifar) trained on the 1000-step chain,
+sampled with the reverse-diffusion predictor."""
+from score_sde.configs.vp_cifar import get_config as _base
 
 
 def get_config():
-  config = get_default_config()
-  training = config.training
-  training.continuous = False
-  training.reduce_mean = True
-
-  sampling = config.sampling
-  sampling.corrector = 'none'
-
-  data = config.data
-  data.dataset = 'cifar10'
-  data.image_size = 32
-  data.num_channels = 3
-  data.random_flip = True
-
-  model = config.model
-  model.name = 'ncsnpp'
+  config = _base()
+  config.training.continuous = False
+  config.sampling.predictor = 'reverse_diffusion'
   return config

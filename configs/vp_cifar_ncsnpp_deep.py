@@ -1,27 +1,11 @@
 """NCSN++ cont. deep (VP) on CIFAR-10 (Song et al. 2021, ICLR, Table 3); score_sde_pytorch
-`configs/vp/cifar10_ncsnpp_deep_continuous.py`: 8 residual blocks per resolution."""
-from score_sde.configs.default import get_default_config
+`configs/vp/cifar10_ncsnpp_deep_continuous.py`: vp_cifar_ncsnpp with 8 residual blocks per
+resolution, trained 950k steps."""
+from score_sde.configs.vp_cifar_ncsnpp import get_config as _base
 
 
 def get_config():
-  config = get_default_config()
-  training = config.training
-  training.n_iters = 950001
-  training.reduce_mean = True
-
-  sampling = config.sampling
-  sampling.corrector = 'none'
-  sampling.predictor = 'euler_maruyama'
-
-  data = config.data
-  data.dataset = 'cifar10'
-  data.image_size = 32
-  data.num_channels = 3
-  data.random_flip = True
-
-  model = config.model
-  model.fir = True
-  model.name = 'ncsnpp'
-  model.num_res_blocks = 8
-  model.progressive_input = 'residual'
+  config = _base()
+  config.training.n_iters = 950001
+  config.model.num_res_blocks = 8
   return config
